@@ -1,0 +1,54 @@
+"""Exceptions raised at the public boundary of certsr_rt.
+
+Every error says what was expected and what came. The CLI turns any :class:`CertSRError` into one line on
+stderr and a non-zero exit; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "CertSRError",
+    "InputError",
+    "MissingDependencyError",
+    "ModelLoadError",
+    "VacuousBoundWarning",
+]
+
+
+class CertSRError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InputError(CertSRError, ValueError):
+    """An input (image, video, tensor, option value) is not what was expected."""
+
+
+class ModelLoadError(CertSRError):
+    """A checkpoint or model name could not be turned into a model."""
+
+
+class BackendError(CertSRError):
+    """A runtime backend cannot run the request (wrong device, engine built for another GPU, ...)."""
+
+
+class MissingDependencyError(CertSRError, ImportError):
+    """An optional dependency is not installed.
+
+    Attributes:
+        module: the import name that failed.
+        extra: the ``certsr-rt[extra]`` that provides it.
+    """
+
+    def __init__(self, module: str, extra: str, purpose: str = "") -> None:
+        self.module = module
+        self.extra = extra
+        why = f" (needed for {purpose})" if purpose else ""
+        super().__init__(
+            f"optional dependency '{module}' is not installed{why}; install it with: "
+            f"pip install 'certsr-rt[{extra}]'"
+        )
+
+
+class VacuousBoundWarning(UserWarning):
+    """Certified bounds were requested but, at this number of samples, one side is vacuous."""

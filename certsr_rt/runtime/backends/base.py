@@ -1,0 +1,109 @@
+"""The one interface every runtime backend implements (shaped after Polygraphy's ``BaseRunner``).
+
+A backend runs the *plain* generator on a batch. Noise, tiling and the median live above it, in
+:class:`certsr_rt.runtime.upscaler.Upscaler`, so every backend sees the same noisy inputs and the same seed
+gives the same image on torch, onnxruntime and TensorRT.
+
+Subclasses implement :meth:`_activate_impl`, :meth:`_infer_impl` and optionally :meth:`_deactivate_impl`;
+the base class checks inputs and outputs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+
+from certsr_rt.errors import BackendError, InputError
+
+
+class Backend(ABC):
+    """Runs a super-resolution generator on batches of images.
+
+    Attributes:
+        name: backend name as used on the command line (``torch``, ``onnxruntime``, ``tensorrt``).
+        device: where :meth:`infer` takes and returns tensors.
+        scale: upscaling factor of the generator.
+        in_channels: channels the generator expects.
+        precision: ``fp32``, ``fp16`` or ``bf16`` — the compute precision actually used.
+        max_batch: largest batch :meth:`infer` accepts in one call, ``None`` for no limit.
+    """
+
+    name: ClassVar[str] = "base"
+
+    def __init__(
+        self,
+        *,
+        device: torch.device,
+        scale: int,
+        in_channels: int,
+        precision: str,
+        max_batch: int | None = None,
+    ) -> None:
+        self.device = device
+        self.scale = scale
+        self.in_channels = in_channels
+        self.precision = precision
+        self.max_batch = max_batch
+        self.is_active = False
+
+    def activate(self) -> Backend:
+        """Prepare for inference (load sessions/engines, allocate). Idempotent. Returns self."""
+        if not self.is_active:
+            self._activate_impl()
+            self.is_active = True
+        return self
+
+    def deactivate(self) -> None:
+        """Release what :meth:`activate` acquired. Idempotent."""
+        if self.is_active:
+            self._deactivate_impl()
+            self.is_active = False
+
+    def __enter__(self) -> Backend:
+        return self.activate()
+
+    def __exit__(self, *exc: object) -> None:
+        self.deactivate()
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the generator on a batch.
+
+        Args:
+            x: ``N x C x H x W`` float32 tensor on :attr:`device`, values around [0, 1] (noisy inputs are
+                not clipped), ``C == in_channels``.
+
+        Returns:
+            ``N x C x (scale*H) x (scale*W)`` float32 tensor on :attr:`device`, not clamped.
+        """
+        if not self.is_active:
+            self.activate()
+        if x.dim() != 4:
+            raise InputError(f"Expected a 4-D N x C x H x W tensor, but got shape {tuple(x.shape)}")
+        if x.dtype != torch.float32:
+            raise InputError(f"Received unexpected dtype {x.dtype}. Expected torch.float32")
+        if x.shape[1] != self.in_channels:
+            raise InputError(f"Expected {self.in_channels} channels, but got {x.shape[1]} (shape {tuple(x.shape)})")
+        if x.device != self.device:
+            raise InputError(f"Expected a tensor on {self.device}, but got one on {x.device}")
+        if self.max_batch is not None and x.shape[0] > self.max_batch:
+            raise InputError(f"Expected a batch of at most {self.max_batch}, but got {x.shape[0]}")
+        out = self._infer_impl(x)
+        n, c, h, w = x.shape
+        expected = (n, out.shape[1], h * self.scale, w * self.scale)
+        if out.dim() != 4 or tuple(out.shape) != expected:
+            raise BackendError(f"{self.name} backend returned shape {tuple(out.shape)}, expected {expected}")
+        return out
+
+    @abstractmethod
+    def _activate_impl(self) -> None: ...
+
+    @abstractmethod
+    def _infer_impl(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def _deactivate_impl(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(device={self.device}, precision={self.precision})"

@@ -1,0 +1,67 @@
+"""The PyTorch backend: eager execution on CPU or CUDA, fp32/fp16/bf16 with a non-finite fallback."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from certsr_rt.errors import InputError
+from certsr_rt.runtime.backends.base import Backend
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TorchBackend(Backend):
+    """Runs an :class:`~certsr_rt.models.SRModel` with PyTorch.
+
+    Half precision is only used on CUDA. If a half-precision batch produces NaN or inf (fp16 overflow
+    turns Real-ESRGAN images black on some inputs), that batch is recomputed in fp32 and the backend stays
+    in fp32 from then on, with one warning in the log.
+
+    Args:
+        model: the loaded model (moved to ``device``).
+        device: ``cpu`` or a CUDA device.
+        precision: ``fp32``, ``fp16``, ``bf16`` or ``auto`` (fp16 on CUDA when the model supports it).
+        channels_last: use the channels-last memory format on CUDA (faster convolutions on tensor cores).
+    """
+
+    name = "torch"
+
+    def __init__(self, model, device: torch.device | str = "cpu", precision: str = "auto",
+                 channels_last: bool = True) -> None:
+        device = torch.device(device)
+        if precision == "auto":
+            precision = "fp16" if device.type == "cuda" and model.supports_half else "fp32"
+        if precision not in _DTYPES:
+            raise InputError(f"precision must be fp32, fp16, bf16 or auto, got {precision!r}")
+        if device.type != "cuda" and precision != "fp32":
+            raise InputError(f"precision {precision} needs a CUDA device, got {device}")
+        super().__init__(device=device, scale=model.scale, in_channels=model.in_channels, precision=precision)
+        self.model = model
+        self.channels_last = channels_last and device.type == "cuda"
+        self.fell_back_to_fp32 = False
+
+    def _activate_impl(self) -> None:
+        self.model.module.to(self.device, _DTYPES[self.precision]).eval()
+        if self.channels_last:
+            self.model.module.to(memory_format=torch.channels_last)
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = _DTYPES[self.precision]
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            return self.model.module(x.to(dtype)).float()
+
+    def _infer_impl(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._run(x)
+        if self.precision != "fp32" and not bool(torch.isfinite(out).all()):
+            log.warning("%s produced non-finite values; recomputing in fp32 from now on", self.precision)
+            self.precision = "fp32"
+            self.fell_back_to_fp32 = True
+            self.model.module.float()
+            out = self._run(x)
+        return out.contiguous()
