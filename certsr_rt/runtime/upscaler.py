@@ -1,0 +1,372 @@
+"""The Upscaler: median randomized smoothing over any backend, tiled, for numpy images and torch tensors.
+
+Build it once, call it on many images (a photo batch or the frames of a video)::
+
+    from certsr_rt import Upscaler, SmoothingConfig
+
+    up = Upscaler("realesrgan-x4plus", SmoothingConfig(sigma=0.03, samples=21), device="auto")
+    big = up(rgb_uint8_array)          # H x W x 3 uint8 -> 4H x 4W x 3 uint8
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from certsr_rt.errors import InputError
+from certsr_rt.runtime.backends.base import Backend
+from certsr_rt.runtime.tiling import Tile, blend_weights, make_tiles
+from certsr_rt.smoothing.config import SmoothingConfig
+from certsr_rt.smoothing.noise import gaussian_field
+
+if TYPE_CHECKING:
+    from certsr_rt.models.descriptor import SRModel
+    from certsr_rt.smoothing.certify import BoundsConfig, BoundsSummary, CertifiedRanks
+
+log = logging.getLogger(__name__)
+
+CONSERVATIVE_SIGMA = 0.01
+"""Sigma used for a checkpoint that does not carry a recommended one (see README: choosing sigma)."""
+
+ProgressCallback = Callable[[int, int], None]
+
+# Rough peak activation bytes per LR pixel per sample, by architecture (fp32, inference). Measured order of
+# magnitude: RRDBNet keeps 64-channel maps at 16x the LR pixel count in its upsampling tail.
+_BYTES_PER_LR_PIXEL = {"RRDBNet": 14_000, "SRVGGNetCompact": 3_000}
+_CPU_BATCH_BUDGET = 2 * 1024**3
+
+
+@dataclass
+class UpscaleResult:
+    """What :meth:`Upscaler.upscale` returns.
+
+    Attributes:
+        image: the smoothed upscaled image, of the same kind as the input.
+        lower: per-pixel certified lower bound image (same kind), when bounds were requested.
+        upper: per-pixel certified upper bound image (same kind), when bounds were requested.
+        summary: per-image summary of the bounds, when bounds were requested.
+    """
+
+    image: Any
+    lower: Any = None
+    upper: Any = None
+    summary: BoundsSummary | None = None
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA is an :class:`InputError`."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise InputError(f"device must be auto, cpu or cuda[:N], got {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("device cuda was requested but CUDA is not available here (use --device cpu or auto)")
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+    return dev
+
+
+class Upscaler:
+    """Median-smoothed super-resolution: ``median_i f(x + g_i)``, ``g_i ~ N(0, sigma^2 I)``, tiled.
+
+    Args:
+        model: an :class:`~certsr_rt.models.SRModel`, a registered model name or a checkpoint path.
+        smoothing: sigma, samples, seed, chunk size. ``sigma=None`` takes the model's recommended sigma
+            (or :data:`CONSERVATIVE_SIGMA` for a checkpoint without one).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        backend: a backend name (``torch``, ``onnxruntime``, ``tensorrt``, ``auto``) or a ready
+            :class:`~certsr_rt.runtime.backends.base.Backend`.
+        precision: ``auto``, ``fp32``, ``fp16`` or ``bf16`` (half precisions on CUDA only).
+        tile: tile size in LR pixels; ``0`` processes the whole image at once.
+        tile_overlap: overlap of neighbouring tiles in LR pixels, blended linearly.
+        bounds: compute certified per-pixel bounds (Lemma 4.1) for perturbations with ``||delta||_2 < eps``.
+        progress: called as ``progress(done, total)`` after each chunk of samples of each tile.
+
+    Raises:
+        InputError: bad option values, or certified bounds that are vacuous at this number of samples.
+    """
+
+    def __init__(
+        self,
+        model: SRModel | str | Path = "realesrgan-x4plus",
+        smoothing: SmoothingConfig | None = None,
+        *,
+        device: str | torch.device = "auto",
+        backend: str | Backend = "torch",
+        precision: str = "auto",
+        tile: int = 192,
+        tile_overlap: int = 16,
+        bounds: BoundsConfig | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        if tile < 0 or (0 < tile <= tile_overlap) or tile_overlap < 0:
+            raise InputError(f"tile must be 0 or larger than tile_overlap ({tile_overlap}), got {tile}")
+        self.device = resolve_device(device)
+        if isinstance(model, (str, Path)):
+            from certsr_rt.models import load_model
+
+            model = load_model(model)
+        self.model: SRModel = model
+        default_sigma = self.model.default_sigma
+        self.sigma_is_model_default = smoothing is None or smoothing.sigma is None
+        self.smoothing = (smoothing or SmoothingConfig()).resolved(
+            CONSERVATIVE_SIGMA if default_sigma is None else default_sigma
+        )
+        self.tile = tile
+        self.tile_overlap = tile_overlap
+        self.progress = progress
+        self.scale = self.model.scale
+
+        self.ranks: CertifiedRanks | None = None
+        self.bounds = bounds
+        if bounds is not None:
+            from certsr_rt.smoothing.certify import certified_ranks, vacuity_message
+
+            if self.smoothing.sigma <= 0:
+                raise InputError("certified bounds need sigma > 0, got sigma 0")
+            self.ranks = certified_ranks(self.smoothing.samples, bounds.eps, self.smoothing.sigma, bounds.alpha)
+            if self.ranks.vacuous:
+                raise InputError(vacuity_message(self.ranks))
+
+        if isinstance(backend, Backend):
+            self.backend = backend
+        else:
+            from certsr_rt.runtime.backends import create_backend
+
+            self.backend = create_backend(backend, self.model, self.device, precision)
+        self.backend.activate()
+
+    # ------------------------------------------------------------------ public calls
+    @property
+    def samples(self) -> int:
+        """Number of forward passes per pixel: 1 when sigma is 0 (all copies would be identical)."""
+        return 1 if self.smoothing.sigma == 0 else self.smoothing.samples
+
+    def work_units(self, height: int, width: int) -> int:
+        """How many ``progress`` steps one ``height x width`` image takes (tiles x chunks)."""
+        tiles = make_tiles(height, width, self.tile, self.tile_overlap)
+        return sum(math.ceil(self.samples / self._chunk_size(t)) for t in tiles)
+
+    def __call__(self, image: np.ndarray | torch.Tensor, *, noise_key: int = 0) -> np.ndarray | torch.Tensor:
+        """Upscale one image (see :meth:`upscale`); returns only the image."""
+        return self.upscale(image, noise_key=noise_key).image
+
+    def upscale(self, image: np.ndarray | torch.Tensor, *, noise_key: int = 0) -> UpscaleResult:
+        """Upscale an image with median randomized smoothing.
+
+        Args:
+            image: either a numpy array ``H x W`` (gray) or ``H x W x C`` with C = 1 (gray), 2 (gray +
+                alpha), 3 (RGB) or 4 (RGBA), dtype uint8, uint16 or float32/float64 in [0, 1]; or a torch
+                tensor ``N x C x H x W`` (or ``C x H x W``), float, C = 1 or 3, values in [0, 1], on any
+                device. Channel order is RGB(A).
+            noise_key: selects an independent noise field; keep it fixed across video frames for temporal
+                stability, or pass the frame index for fresh noise per frame.
+
+        Returns:
+            numpy in -> numpy of the same dtype and channel layout, ``scale`` times larger, alpha upscaled
+            without smoothing (bicubic); torch in -> float32 tensor in [0, 1] on the input's device.
+        """
+        if isinstance(image, np.ndarray):
+            return self._upscale_numpy(image, noise_key)
+        if isinstance(image, torch.Tensor):
+            return self._upscale_torch(image, noise_key)
+        raise InputError(f"Expected a numpy array or a torch tensor, but got {type(image).__name__}")
+
+    # ------------------------------------------------------------------ numpy images
+    def _upscale_numpy(self, image: np.ndarray, noise_key: int) -> UpscaleResult:
+        if image.ndim == 2:
+            image = image[:, :, None]
+            squeeze = True
+        elif image.ndim == 3 and 1 <= image.shape[2] <= 4:
+            squeeze = False
+        else:
+            raise InputError(f"Expected an H x W or H x W x C image with C in 1..4, but got shape {image.shape}")
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise InputError(f"Expected a non-empty image, but got shape {image.shape}")
+        dtype = image.dtype
+        if dtype == np.uint8:
+            peak = 255.0
+        elif dtype == np.uint16:
+            peak = 65535.0
+        elif dtype in (np.float32, np.float64):
+            peak = 1.0
+        else:
+            raise InputError(f"Expected uint8, uint16 or float image data, but got {dtype}")
+        channels = image.shape[2]
+        has_alpha = channels in (2, 4)
+        color = image[:, :, : channels - 1] if has_alpha else image
+        x = torch.from_numpy(np.ascontiguousarray(color, dtype=np.float32) / peak).permute(2, 0, 1)[None]
+        is_gray = x.shape[1] == 1
+        if is_gray:
+            x = x.expand(1, 3, -1, -1)
+        result = self._smooth(x.to(self.device), noise_key)
+        alpha_up = None
+        if has_alpha:
+            import cv2
+
+            a = image[:, :, channels - 1].astype(np.float32) / peak
+            h, w = a.shape
+            alpha_up = np.clip(
+                cv2.resize(a, (w * self.scale, h * self.scale), interpolation=cv2.INTER_CUBIC), 0, 1
+            )[:, :, None]
+
+        def to_numpy(t: torch.Tensor | None) -> np.ndarray | None:
+            if t is None:
+                return None
+            t = t[0].clamp_(0, 1)
+            if is_gray:
+                t = t.mean(0, keepdim=True)
+            arr = t.permute(1, 2, 0).cpu().numpy()
+            if has_alpha:
+                arr = np.concatenate([arr, alpha_up], axis=2)
+            if dtype in (np.uint8, np.uint16):
+                arr = np.rint(arr * peak).astype(dtype)
+            else:
+                arr = arr.astype(dtype)
+            return arr[:, :, 0] if squeeze else arr
+
+        return UpscaleResult(
+            to_numpy(result.image), to_numpy(result.lower), to_numpy(result.upper), result.summary
+        )
+
+    # ------------------------------------------------------------------ torch tensors
+    def _upscale_torch(self, image: torch.Tensor, noise_key: int) -> UpscaleResult:
+        squeeze = image.dim() == 3
+        x = image[None] if squeeze else image
+        if x.dim() != 4 or x.shape[1] not in (1, 3) or not x.is_floating_point():
+            raise InputError(
+                f"Expected a float N x C x H x W (or C x H x W) tensor with C = 1 or 3, "
+                f"but got shape {tuple(image.shape)} and dtype {image.dtype}"
+            )
+        out_device = x.device
+        is_gray = x.shape[1] == 1
+        images, lowers, uppers, summary = [], [], [], None
+        for i in range(x.shape[0]):
+            xi = x[i : i + 1].to(self.device, torch.float32)
+            if is_gray:
+                xi = xi.expand(1, 3, -1, -1)
+            r = self._smooth(xi, noise_key)
+            images.append(r.image)
+            lowers.append(r.lower)
+            uppers.append(r.upper)
+            summary = r.summary
+
+        def stack(ts: list[torch.Tensor | None]) -> torch.Tensor | None:
+            if ts[0] is None:
+                return None
+            t = torch.cat(ts).clamp_(0, 1)
+            if is_gray:
+                t = t.mean(1, keepdim=True)
+            t = t.to(out_device)
+            return t[0] if squeeze else t
+
+        return UpscaleResult(stack(images), stack(lowers), stack(uppers), summary)
+
+    # ------------------------------------------------------------------ the smoothing itself
+    def _chunk_size(self, tile: Tile) -> int:
+        n = self.samples
+        if self.smoothing.chunk_size is not None:
+            chunk = self.smoothing.chunk_size
+        else:
+            pixels = (tile.y1 - tile.y0) * (tile.x1 - tile.x0)
+            per_sample = pixels * _BYTES_PER_LR_PIXEL.get(self.model.architecture, 14_000)
+            if self.device.type == "cuda":
+                free, _ = torch.cuda.mem_get_info(self.device)
+                budget = free // 2
+            else:
+                budget = _CPU_BATCH_BUDGET
+            chunk = max(1, int(budget // max(per_sample, 1)))
+        if self.backend.max_batch is not None:
+            chunk = min(chunk, self.backend.max_batch)
+        return max(1, min(chunk, n))
+
+    def _smooth(self, x: torch.Tensor, noise_key: int) -> UpscaleResult:
+        """x: 1 x 3 x H x W float32 on self.device, in [0, 1]. Returns unclamped float tensors."""
+        if self.device.type == "cuda":
+            from certsr_rt.runtime.cuda_median import median_and_order_statistics
+        else:
+            from certsr_rt.smoothing.aggregate import median_and_order_statistics
+
+        _, c, h, w = x.shape
+        s = self.scale
+        n = self.samples
+        sigma = self.smoothing.sigma
+        ranks: Sequence[int] = ()
+        if self.ranks is not None:
+            ranks = (self.ranks.lower, self.ranks.upper)  # type: ignore[assignment]
+        tiles = make_tiles(h, w, self.tile, self.tile_overlap)
+        single = len(tiles) == 1
+        acc = None if single else torch.zeros(1 + len(ranks), c, h * s, w * s, device=self.device)
+        weight = None if single else torch.zeros(1, 1, h * s, w * s, device=self.device)
+        total = sum(math.ceil(n / self._chunk_size(t)) for t in tiles)
+        done = 0
+        result = None
+        for tile in tiles:
+            patch = x[:, :, tile.y0 : tile.y1, tile.x0 : tile.x1]
+            th, tw = patch.shape[2], patch.shape[3]
+            chunk = self._chunk_size(tile)
+            outputs = torch.empty(n, c, th * s, tw * s, device=self.device)
+            for start in range(0, n, chunk):
+                k = min(chunk, n - start)
+                batch = patch.expand(k, -1, -1, -1)
+                if sigma > 0:
+                    noise = gaussian_field(
+                        (k, c, th, tw),
+                        seed=self.smoothing.seed,
+                        key=noise_key,
+                        sample_offset=start,
+                        row_offset=tile.y0,
+                        col_offset=tile.x0,
+                        device=self.device,
+                    )
+                    batch = batch + sigma * noise
+                outputs[start : start + k] = self.backend.infer(batch.contiguous())
+                done += 1
+                if self.progress is not None:
+                    self.progress(done, total)
+            med, stats = median_and_order_statistics(outputs, ranks)
+            del outputs
+            stacked = torch.stack([med, *stats])
+            if single:
+                result = stacked
+            else:
+                wts = blend_weights(tile, tiles, s, self.device)
+                ys, xs = slice(tile.y0 * s, tile.y1 * s), slice(tile.x0 * s, tile.x1 * s)
+                acc[:, :, ys, xs] += stacked * wts
+                weight[:, :, ys, xs] += wts
+        if result is None:
+            result = acc / weight
+        image = result[0:1]
+        if self.ranks is None:
+            return UpscaleResult(image)
+        from certsr_rt.smoothing.certify import summarize_bounds
+
+        lower, upper = result[1:2], result[2:3]
+        summary = summarize_bounds(lower.clamp(0, 1), upper.clamp(0, 1), image.clamp(0, 1))
+        return UpscaleResult(image, lower, upper, summary)
+
+    def close(self) -> None:
+        """Release the backend's resources."""
+        self.backend.deactivate()
+
+    def __enter__(self) -> Upscaler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        s = self.smoothing
+        return (
+            f"Upscaler(model={self.model.name!r}, sigma={s.sigma}, samples={self.samples}, seed={s.seed}, "
+            f"backend={self.backend!r}, tile={self.tile})"
+        )

@@ -1,0 +1,31 @@
+"""Shared fixtures. Real-asset tests read ../shared/assets and skip cleanly where it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ASSETS = (Path(__file__).resolve().parents[1] / ".." / "shared" / "assets").resolve()
+
+# Two cores in CI: keep intra-op threads modest so parallel test helpers do not oversubscribe.
+torch.set_num_threads(int(os.environ.get("CERTSR_TEST_THREADS", "2")))
+
+
+@pytest.fixture(scope="session")
+def assets() -> Path:
+    """The shared assets folder; skips the test where it is absent (a user's clone)."""
+    if not ASSETS.is_dir():
+        pytest.skip("../shared/assets is not present")
+    return ASSETS
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)

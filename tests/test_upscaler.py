@@ -1,0 +1,173 @@
+"""The Upscaler on CPU with the tiny registered RRDBNet: determinism, tiling, image kinds, bounds, errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from certsr_rt import BoundsConfig, InputError, SmoothingConfig, Upscaler
+from certsr_rt.models import load_model
+from certsr_rt.runtime.backends.torch_backend import TorchBackend
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model("tiny-rrdbnet")
+
+
+def make(model, tile=0, **smoothing):
+    cfg = SmoothingConfig(**{"sigma": 0.06, "samples": 5, "seed": 0, **smoothing})
+    return Upscaler(model, cfg, device="cpu", tile=tile, tile_overlap=8)
+
+
+@pytest.fixture(scope="module")
+def photo():
+    # A smooth synthetic "photo": gradients plus a few edges, so tiling differences are meaningful.
+    y, x = np.mgrid[0:40, 0:52].astype(np.float32)
+    img = np.stack([x / 52, y / 40, ((x // 8 + y // 8) % 2) * 0.5 + 0.25], axis=2)
+    return (img * 255).astype(np.uint8)
+
+
+def test_same_seed_same_output_other_seed_differs(tiny, photo):
+    a = make(tiny, seed=1)(photo)
+    b = make(tiny, seed=1)(photo)
+    c = make(tiny, seed=2)(photo)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_plain_model_when_sigma_zero(tiny, photo):
+    up = make(tiny, sigma=0.0, samples=21)
+    assert up.samples == 1
+    x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    with torch.inference_mode():
+        ref = tiny.module(x).clamp(0, 1)
+    out = up(x)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+
+
+def test_output_is_the_median_of_noisy_forwards(tiny):
+    from certsr_rt.smoothing.noise import gaussian_field
+
+    x = torch.rand(1, 3, 9, 11, generator=torch.Generator().manual_seed(0))
+    up = make(tiny, sigma=0.1, samples=5, seed=4)
+    noise = gaussian_field((5, 3, 9, 11), seed=4)
+    with torch.inference_mode():
+        outs = tiny.module(x + 0.1 * noise)
+    ref = outs.median(dim=0).values.clamp(0, 1)[None]
+    torch.testing.assert_close(up(x), ref, rtol=0, atol=1e-6)
+
+
+def test_chunking_does_not_change_the_result(tiny, photo):
+    a = make(tiny, chunk_size=1)(photo)
+    b = make(tiny, chunk_size=5)(photo)
+    assert np.array_equal(a, b)
+
+
+def test_tiled_matches_untiled_within_tolerance(tiny, photo):
+    whole = make(tiny, tile=0)(photo).astype(np.int16)
+    tiled = make(tiny, tile=20)(photo).astype(np.int16)
+    diff = np.abs(whole - tiled)
+    # Stated tolerance: seams are blended; differences stay below 1.5 levels on average and 16 at worst.
+    assert diff.mean() < 1.5, diff.mean()
+    assert diff.max() <= 16, diff.max()
+
+
+@pytest.mark.parametrize(
+    "shape,dtype",
+    [((12, 10), np.uint8), ((12, 10, 1), np.uint8), ((12, 10, 2), np.uint8), ((12, 10, 3), np.uint16),
+     ((12, 10, 4), np.uint8), ((12, 10, 3), np.float32)],
+)
+def test_numpy_kinds_round_trip(tiny, shape, dtype):
+    rng = np.random.default_rng(0)
+    if dtype == np.float32:
+        img = rng.random(shape, dtype=np.float32)
+    else:
+        img = rng.integers(0, np.iinfo(dtype).max, size=shape, dtype=dtype)
+    out = make(tiny)(img)
+    assert out.dtype == dtype
+    assert out.shape == (shape[0] * 4, shape[1] * 4, *shape[2:])
+
+
+def test_alpha_is_upscaled_without_smoothing(tiny):
+    img = np.zeros((8, 8, 4), np.uint8)
+    img[..., 3] = 200
+    out = make(tiny, sigma=0.2)(img)
+    assert np.all(out[..., 3] == 200)
+
+
+def test_torch_batch_and_chw(tiny):
+    x = torch.rand(2, 3, 8, 9)
+    up = make(tiny)
+    out = up(x)
+    assert out.shape == (2, 3, 32, 36) and out.dtype == torch.float32
+    assert torch.equal(up(x[1]), out[1])
+    assert up(torch.rand(1, 1, 8, 8)).shape == (1, 1, 32, 32)
+
+
+def test_progress_reports_every_chunk(tiny, photo):
+    calls = []
+    up = Upscaler(tiny, SmoothingConfig(sigma=0.05, samples=5, chunk_size=2), device="cpu", tile=20,
+                  tile_overlap=4, progress=lambda d, t: calls.append((d, t)))
+    up(photo)
+    total = up.work_units(*photo.shape[:2])
+    assert calls == [(i, total) for i in range(1, total + 1)]
+    assert total == len(calls) > 3
+
+
+def test_bounds_bracket_the_median(tiny, photo):
+    up = Upscaler(tiny, SmoothingConfig(sigma=0.1, samples=41), device="cpu", tile=0,
+                  bounds=BoundsConfig(eps=0.02, alpha=0.05))
+    r = up.upscale(photo)
+    assert r.lower.shape == r.image.shape == r.upper.shape
+    assert np.all(r.lower <= r.image) and np.all(r.image <= r.upper)
+    assert r.summary is not None
+
+
+def test_vacuous_bounds_are_refused_with_the_samples_needed(tiny):
+    with pytest.raises(InputError, match="samples"):
+        Upscaler(tiny, SmoothingConfig(sigma=0.01, samples=21), device="cpu", bounds=BoundsConfig(eps=0.05))
+
+
+def test_model_default_sigma_is_used(tiny):
+    up = Upscaler(tiny, SmoothingConfig(samples=3), device="cpu")
+    assert up.smoothing.sigma == tiny.default_sigma
+    assert up.sigma_is_model_default
+
+
+@pytest.mark.parametrize(
+    "bad", [np.zeros((4, 4, 5), np.uint8), np.zeros((0, 4, 3), np.uint8), np.zeros((4, 4, 3), np.int32), "x"]
+)
+def test_bad_images_raise_input_error(tiny, bad):
+    with pytest.raises(InputError, match="Expected"):
+        make(tiny)(bad)
+
+
+def test_bad_options_raise_input_error(tiny):
+    with pytest.raises(InputError):
+        SmoothingConfig(sigma=-0.1)
+    with pytest.raises(InputError):
+        SmoothingConfig(samples=0)
+    with pytest.raises(InputError):
+        Upscaler(tiny, tile=8, tile_overlap=8, device="cpu")
+    with pytest.raises(InputError, match="device"):
+        Upscaler(tiny, device="tpu")
+
+
+def test_fp16_nonfinite_falls_back_to_fp32(tiny, monkeypatch):
+    # Simulate an fp16 overflow on CPU by forcing the backend's precision flag and poisoning one run.
+    backend = TorchBackend(tiny, "cpu")
+    backend.activate()
+    backend.precision = "fp16"
+    real_run = backend._run
+    calls = {"n": 0}
+
+    def run(x):
+        calls["n"] += 1
+        if backend.precision == "fp16":
+            return torch.full((x.shape[0], 3, x.shape[2] * 4, x.shape[3] * 4), float("nan"))
+        return real_run(x)
+
+    monkeypatch.setattr(backend, "_run", run)
+    out = backend.infer(torch.rand(2, 3, 6, 6))
+    assert torch.isfinite(out).all()
+    assert backend.fell_back_to_fp32 and backend.precision == "fp32"
