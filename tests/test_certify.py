@@ -238,7 +238,7 @@ def test_vacuity_message_names_side_and_fix() -> None:
     assert "lower and upper sides are vacuous" in message
     assert "n=21" in message and "n=161" in message
     hopeless = vacuity_message(certified_ranks(21, 1.0, 0.03))
-    assert "no n up to 100000" in hopeless
+    assert "no number of samples up to n=100000" in hopeless
     fine = vacuity_message(certified_ranks(21, 0.0, 0.03))
     assert "non-vacuous" in fine and "6" in fine and "16" in fine
 

@@ -366,7 +366,10 @@ def vacuity_message(ranks: CertifiedRanks) -> str:
     filled = " and ".join(f"{side} = {fill[side]}" for side in sides)
     needed = min_samples_for_bounds(ranks.eps, ranks.sigma, ranks.alpha)
     if needed is None:
-        fix = "no n up to 100000 makes them non-vacuous; use a smaller eps, a larger sigma or a larger alpha"
+        fix = (
+            "no number of samples up to n=100000 makes them non-vacuous; "
+            "use a smaller eps, a larger sigma or a larger alpha"
+        )
     else:
         fix = f"at least n={needed} samples are needed for non-vacuous bounds"
     return f"certified {what} vacuous at {setting} (reported as {filled}); {fix}"
