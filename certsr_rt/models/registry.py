@@ -1,0 +1,229 @@
+"""Named models: what each registered name means, where its weights come from, and its recommended σ.
+
+A :class:`ModelSpec` is pure data. :func:`certsr_rt.models.load_model` turns a name into a loaded
+:class:`~certsr_rt.models.SRModel`; this module only describes, and can build the empty module of an
+architecture (:func:`build_module`).
+
+The ``tiny-*`` entries are test-only: a few thousand parameters, no file, weights drawn from a fixed seed,
+so that every test of the pipeline runs in milliseconds on CPU (timm's ``test_vit`` idea).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import nn
+
+from certsr_rt.errors import ModelLoadError
+from certsr_rt.models.rrdbnet import RRDBNet
+from certsr_rt.models.srvgg import SRVGGNetCompact
+
+__all__ = [
+    "ARCHITECTURES",
+    "DEFAULT_MODEL",
+    "ModelSpec",
+    "build_module",
+    "get_spec",
+    "list_specs",
+    "scale_of",
+]
+
+DEFAULT_MODEL = "realesrgan-x4plus"
+
+#: Architecture name (as stored in ``SRModel.architecture`` and checkpoints' ``certsr_meta``) -> class.
+ARCHITECTURES: Mapping[str, type[nn.Module]] = MappingProxyType(
+    {"RRDBNet": RRDBNet, "SRVGGNetCompact": SRVGGNetCompact}
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model.
+
+    Attributes:
+        name: the registered name users type (``--model realesrgan-x4plus``).
+        architecture: key of :data:`ARCHITECTURES` (``"RRDBNet"`` or ``"SRVGGNetCompact"``).
+        hyperparameters: keyword arguments that rebuild the module with the architecture's class.
+        file: file name of the bundled weights inside ``certsr_rt/models/weights/``, or ``None`` for a
+            test-only model whose weights are generated from ``seed``.
+        sha256: sha256 of the bundled file (the same value as in ``weights/SHA256SUMS``), or ``None`` when
+            there is no file.
+        license: SPDX identifier of the weights' license.
+        description: one line for humans (``certsr-rt models``).
+        default_sigma: recommended σ of the Gaussian noise for median smoothing, in [0, 1] image units.
+        is_default: whether this is :data:`DEFAULT_MODEL`.
+        seed: seed of the local ``torch.Generator`` that draws the weights of a model without a file.
+    """
+
+    name: str
+    architecture: str
+    hyperparameters: Mapping[str, Any] = field(hash=False)  # a mapping is unhashable; name identifies
+    file: str | None
+    sha256: str | None
+    license: str
+    description: str
+    default_sigma: float
+    is_default: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"architecture must be one of {sorted(ARCHITECTURES)}, got {self.architecture!r}"
+            )
+        # A read-only view, so that a caller cannot change the registry through a spec it was handed.
+        object.__setattr__(self, "hyperparameters", MappingProxyType(dict(self.hyperparameters)))
+
+    @property
+    def is_test_only(self) -> bool:
+        """True for the ``tiny-*`` models: random weights, for tests only."""
+        return self.file is None
+
+    @property
+    def scale(self) -> int:
+        """Upscaling factor of the model."""
+        return scale_of(self.architecture, self.hyperparameters)
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of parameters, counted on an empty (meta-device) module: no weights are read."""
+        module = build_module(self.architecture, self.hyperparameters, device="meta")
+        return sum(p.numel() for p in module.parameters())
+
+
+def scale_of(architecture: str, hyperparameters: Mapping[str, Any]) -> int:
+    """Upscaling factor of a module built from ``architecture`` and ``hyperparameters``.
+
+    Args:
+        architecture: key of :data:`ARCHITECTURES`.
+        hyperparameters: keyword arguments of the architecture's class (defaults apply for missing ones).
+
+    Returns:
+        The factor between output and input height (and width).
+    """
+    if architecture == "RRDBNet":
+        return int(hyperparameters.get("scale", 4))
+    if architecture == "SRVGGNetCompact":
+        return int(hyperparameters.get("upscale", 4))
+    raise ModelLoadError(f"unknown architecture {architecture!r}; expected one of {sorted(ARCHITECTURES)}")
+
+
+def build_module(
+    architecture: str, hyperparameters: Mapping[str, Any], device: torch.device | str | None = None
+) -> nn.Module:
+    """Build an architecture's module from its hyper-parameters.
+
+    Args:
+        architecture: key of :data:`ARCHITECTURES`.
+        hyperparameters: keyword arguments of the architecture's class.
+        device: device to build on. ``"meta"`` builds without memory or random initialisation (and without
+            touching the global RNG), for counting parameters or loading with ``assign=True``.
+
+    Returns:
+        The module, with its default initialisation unless built on ``meta``.
+
+    Raises:
+        ModelLoadError: unknown architecture or hyper-parameters the class rejects.
+    """
+    cls = ARCHITECTURES.get(architecture)
+    if cls is None:
+        raise ModelLoadError(
+            f"unknown architecture {architecture!r}; expected one of {sorted(ARCHITECTURES)}"
+        )
+    try:
+        with torch.device(device) if device is not None else nullcontext():
+            return cls(**dict(hyperparameters))
+    except (TypeError, ValueError) as exc:
+        raise ModelLoadError(f"cannot build {architecture} with {dict(hyperparameters)}: {exc}") from None
+
+
+_SPECS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="realesrgan-x4plus",
+            architecture="RRDBNet",
+            hyperparameters=dict(
+                num_in_ch=3, num_out_ch=3, scale=4, num_feat=64, num_block=23, num_grow_ch=32
+            ),
+            file="realesrgan_x4plus.pth",
+            sha256="086cb22a3e5b7727080a43be34a4b953085bf801c6938834dea72adfd7ce028d",
+            license="BSD-3-Clause",
+            description="Real-ESRGAN x4plus (ESRGAN generator, 23 RRDB blocks): best quality, slow",
+            default_sigma=0.01,  # provisional: replaced by the LPIPS sweep in benchmarks/
+            is_default=True,
+        ),
+        ModelSpec(
+            name="realesr-animevideov3-x4",
+            architecture="SRVGGNetCompact",
+            hyperparameters=dict(
+                num_in_ch=3, num_out_ch=3, num_feat=64, num_conv=16, upscale=4, act_type="prelu"
+            ),
+            file="realesr_animevideov3_x4.pth",
+            sha256="b0b8a8b95789674e6b208eb1e798377af694497b9becfa427f4cb7985944636a",
+            license="BSD-3-Clause",
+            description="Real-ESRGAN animevideov3 (compact, 16 convs): fast, for video and CPU",
+            default_sigma=0.01,  # provisional: replaced by the LPIPS sweep in benchmarks/
+        ),
+        ModelSpec(
+            name="tiny-rrdbnet",
+            architecture="RRDBNet",
+            hyperparameters=dict(num_in_ch=3, num_out_ch=3, scale=4, num_feat=8, num_block=1, num_grow_ch=4),
+            file=None,
+            sha256=None,
+            license="BSD-3-Clause",
+            description="test only: tiny RRDBNet (1 block, nf 8), random weights from a fixed seed",
+            default_sigma=0.06,
+            seed=0,
+        ),
+        ModelSpec(
+            name="tiny-srvgg",
+            architecture="SRVGGNetCompact",
+            hyperparameters=dict(
+                num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=4, act_type="prelu"
+            ),
+            file=None,
+            sha256=None,
+            license="BSD-3-Clause",
+            description="test only: tiny SRVGGNetCompact (2 convs, nf 8), random weights from a fixed seed",
+            default_sigma=0.06,
+            seed=1,
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec registered under ``name``.
+
+    Args:
+        name: a registered name, e.g. ``"realesrgan-x4plus"``.
+
+    Returns:
+        The model's spec.
+
+    Raises:
+        ModelLoadError: ``name`` is not registered (the message lists the registered names).
+    """
+    try:
+        return _SPECS[name]
+    except KeyError:
+        raise ModelLoadError(f"no registered model {name!r} (registered: {', '.join(_SPECS)})") from None
+
+
+def list_specs(include_test: bool = True) -> list[ModelSpec]:
+    """All registered specs, the default first, test-only models last.
+
+    Args:
+        include_test: include the ``tiny-*`` test-only models.
+
+    Returns:
+        The specs in display order.
+    """
+    specs = [s for s in _SPECS.values() if include_test or not s.is_test_only]
+    return sorted(specs, key=lambda s: (not s.is_default, s.is_test_only))
