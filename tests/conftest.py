@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
 ASSETS = (Path(__file__).resolve().parents[1] / ".." / "shared" / "assets").resolve()
-
-# Two cores in CI: keep intra-op threads modest so parallel test helpers do not oversubscribe.
-torch.set_num_threads(int(os.environ.get("CERTSR_TEST_THREADS", "2")))
 
 
 @pytest.fixture(scope="session")
