@@ -54,7 +54,7 @@ class TorchBackend(Backend):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            return self.model.module(x.to(dtype)).float()
+            return self.model(x.to(dtype)).float()
 
     def _infer_impl(self, x: torch.Tensor) -> torch.Tensor:
         out = self._run(x)
