@@ -1,0 +1,565 @@
+"""``certsr-rt upscale``: images (and videos) through one :class:`~certsr_rt.runtime.upscaler.Upscaler`.
+
+The app registers :func:`upscale_command` as ``app.command("upscale")``. Heavy imports (torch, numpy, cv2,
+the runtime) happen inside the command so that ``certsr-rt --help`` stays instant.
+
+Behaviour, in the order things happen:
+
+1. Inputs are expanded (files, folders, globs); a missing one is reported and the others go on.
+2. An output path is planned for every input (:func:`~certsr_rt.io.images.output_path_for`); an input
+   whose output would overwrite an input, or collide with another output, is reported and skipped.
+3. The model is loaded and one Upscaler is built for the batch; a vacuous ``--bounds`` request is
+   refused here with the smallest ``--samples`` that works.
+4. Each input is read, upscaled and written atomically. A bad input gets one ``error:`` line on stderr
+   and the batch continues; the exit code is 1 if any input failed.
+
+Ctrl-C stops at once with one line and exit code 130; every file already written is complete and no
+partial file is left (writes are atomic).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from certsr_rt.errors import CertSRError, InputError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from certsr_rt.runtime.upscaler import Upscaler
+
+__all__ = ["BackendChoice", "DeviceChoice", "PrecisionChoice", "upscale_command"]
+
+_VIDEO_HINT = "video support is not installed: pip install 'certsr-rt[video]'"
+
+
+class DeviceChoice(str, Enum):
+    """Where the model runs."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class BackendChoice(str, Enum):
+    """Which inference backend runs the model."""
+
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+    tensorrt = "tensorrt"
+    auto = "auto"
+
+
+class PrecisionChoice(str, Enum):
+    """Arithmetic precision of the model."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+def _open_unit_interval(value: float) -> float:
+    if not 0.0 < value < 1.0:
+        raise typer.BadParameter(f"{value:g} is not in the open interval (0, 1).")
+    return value
+
+
+def upscale_command(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="INPUT",
+            help="Image or video files, folders (their images, not recursive) or glob patterns.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="PATH",
+            help="Output file (one input only; its extension picks the format) or folder (ends with /, "
+            "exists, or has no extension). Default: NAME_x4.EXT beside each input.",
+            show_default=False,
+        ),
+    ] = None,
+    sigma: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Noise std of the smoothing, in [0, 1] image units. Default: the model's recommended sigma.",
+            show_default=False,
+        ),
+    ] = None,
+    samples: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Noisy copies whose outputs are reduced by the median.")
+    ] = 21,
+    seed: Annotated[int, typer.Option(min=0, max=2**31 - 1, help="Seed of the noise.")] = 0,
+    model: Annotated[
+        str, typer.Option(metavar="NAME|PATH", help="Registered model name or a .pth/.pt/.safetensors file.")
+    ] = "realesrgan-x4plus",
+    device: Annotated[
+        DeviceChoice, typer.Option(case_sensitive=False, help="Where to run.")
+    ] = DeviceChoice.auto,
+    tile: Annotated[
+        int, typer.Option(min=0, metavar="PX", help="Tile size in input pixels (0 = whole image at once).")
+    ] = 192,
+    bounds: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            metavar="EPS",
+            help="Also write certified lower/upper images (NAME_x4_lower/_upper) for input perturbations "
+            "of L2 norm below EPS, and print a summary.",
+            show_default=False,
+        ),
+    ] = None,
+    alpha: Annotated[
+        float,
+        typer.Option(
+            callback=_open_unit_interval,
+            help="Failure probability of the certified bounds (per pixel).",
+        ),
+    ] = 0.05,
+    backend: Annotated[
+        BackendChoice, typer.Option(case_sensitive=False, help="Inference backend.")
+    ] = BackendChoice.torch,
+    precision: Annotated[
+        PrecisionChoice, typer.Option(case_sensitive=False, help="Model precision (half precisions on CUDA).")
+    ] = PrecisionChoice.auto,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar and no informational lines; errors only.")
+    ] = False,
+) -> None:
+    """Upscale images 4x with median randomized smoothing (and videos, with certsr-rt[video])."""
+    from rich.console import Console
+
+    stderr_console = Console(stderr=True, soft_wrap=True, highlight=False)
+    log_handler = _EchoHandler()
+    pkg_logger = logging.getLogger("certsr_rt")
+    saved_propagate = pkg_logger.propagate
+    pkg_logger.addHandler(log_handler)
+    pkg_logger.propagate = False
+    run = _Run(quiet=quiet)
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            run.main(
+                inputs,
+                output,
+                sigma=sigma,
+                samples=samples,
+                seed=seed,
+                model=model,
+                device=device.value,
+                tile=tile,
+                bounds=bounds,
+                alpha=alpha,
+                backend=backend.value,
+                precision=precision.value,
+                console=stderr_console,
+            )
+    except KeyboardInterrupt:
+        _err(
+            f"interrupted after {run.finished} of {run.total} inputs; "
+            "files already written are complete and no partial output was left behind"
+        )
+        raise typer.Exit(130) from None
+    finally:
+        pkg_logger.removeHandler(log_handler)
+        pkg_logger.propagate = saved_propagate
+    if run.exit_code:
+        raise typer.Exit(run.exit_code)
+
+
+# ----------------------------------------------------------------------------------------------- output
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    _err(f"warning: {message}")
+
+
+class _EchoHandler(logging.Handler):
+    """Our library's log warnings as one ``warning: ...`` line each on stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _err(f"warning: {record.getMessage()}")
+
+
+def _input_error_line(exc: CertSRError, source: Path) -> str:
+    """``error: ...`` naming the input (our reader's messages already do)."""
+    message = str(exc)
+    if str(source) not in message:
+        message = f"{source}: {message}"
+    return f"error: {message}"
+
+
+# --------------------------------------------------------------------------------------------- progress
+
+
+class _BatchProgress:
+    """One bar across the batch, fed by the Upscaler's ``progress(done, total)`` per tile and chunk.
+
+    Each image counts the Upscaler's work units (tiles x sample chunks); images not read yet are counted
+    at the average of those seen so far, so the total (and the ETA) firms up as the batch goes.
+    """
+
+    def __init__(self, progress: Progress | None, n_inputs: int) -> None:
+        self.progress = progress
+        self.remaining = n_inputs
+        self.known: list[int] = []
+        self.base = 0
+        self.units = 1
+        self.in_video = False
+        self.task = progress.add_task("starting", total=None) if progress is not None else None
+
+    def _update(self, completed: float, description: str | None = None) -> None:
+        if self.progress is None or self.task is None:
+            return
+        average = sum(self.known) / len(self.known) if self.known else 1.0
+        total = sum(self.known) + average * self.remaining
+        kwargs: dict[str, Any] = {"total": max(total, completed, 1e-9), "completed": completed}
+        if description is not None:
+            kwargs["description"] = description
+        self.progress.update(self.task, **kwargs)
+
+    def start(self, index: int, n_inputs: int, name: str, units: int | None, video: bool = False) -> None:
+        """A new input begins; ``units`` is its work (None: unknown, counted at the average)."""
+        self.remaining -= 1
+        self.base = sum(self.known)
+        if units is None:
+            units = max(1, round(sum(self.known) / len(self.known))) if self.known else 1
+        self.units = units
+        self.known.append(units)
+        self.in_video = video
+        self._update(self.base, f"{index}/{n_inputs} {name}")
+
+    def skip(self) -> None:
+        """An input failed before its work was known."""
+        self.remaining -= 1
+        self._update(sum(self.known))
+
+    def on_tile(self, done: int, total: int) -> None:
+        """The Upscaler's callback: ``done`` of ``total`` steps of the current image."""
+        if not self.in_video:
+            self._update(self.base + self.units * min(done / max(total, 1), 1.0))
+
+    def on_frames(self, done: int, total: int | None) -> None:
+        """A video's callback: ``done`` of ``total`` frames (``total`` may be unknown)."""
+        if total:
+            self._update(self.base + self.units * min(done / total, 1.0))
+
+    def finish(self) -> None:
+        """The current input is done (written or failed)."""
+        self._update(self.base + self.units)
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+class _Run:
+    """State of one ``upscale`` invocation (counts survive a Ctrl-C for the final line)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.total = 0
+        self.finished = 0
+        self.failed = 0
+        self.exit_code = 0
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            _err(message)
+
+    def fail(self, line: str) -> None:
+        self.failed += 1
+        _err(line)
+
+    def main(
+        self,
+        patterns: list[str],
+        output: str | None,
+        *,
+        sigma: float | None,
+        samples: int,
+        seed: int,
+        model: str,
+        device: str,
+        tile: int,
+        bounds: float | None,
+        alpha: float,
+        backend: str,
+        precision: str,
+        console: Any,
+    ) -> None:
+        from certsr_rt.io.images import expand_inputs, output_is_directory
+
+        # 1. inputs: every pattern on its own, so that one missing file does not stop the others.
+        files: list[Path] = []
+        seen: set[Path] = set()
+        for pattern in patterns:
+            try:
+                for f in expand_inputs([pattern]):
+                    if f.resolve() not in seen:
+                        seen.add(f.resolve())
+                        files.append(f)
+            except CertSRError as exc:
+                self.fail(f"error: {exc}")
+        self.total = len(files) + self.failed
+        try:
+            output_is_directory(output, len(files))
+        except InputError as exc:
+            _err(f"error: {exc}")
+            self.exit_code = 2
+            return
+
+        # 2. outputs
+        plan = self._plan(files, output, bounds is not None)
+        if not plan:
+            self.exit_code = 1
+            return
+
+        # 3. the Upscaler (model errors, option errors and vacuous bounds end the run here)
+        try:
+            upscaler = self._build_upscaler(
+                model,
+                sigma=sigma,
+                samples=samples,
+                seed=seed,
+                device=device,
+                tile=tile,
+                bounds=bounds,
+                alpha=alpha,
+                backend=backend,
+                precision=precision,
+            )
+        except CertSRError as exc:
+            _err(f"error: {exc}")
+            self.exit_code = 1
+            return
+
+        # 4. the batch
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        show_bar = not self.quiet and console.is_terminal
+        progress = (
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=True,
+            )
+            if show_bar
+            else None
+        )
+        tracker = _BatchProgress(progress, len(plan))
+        upscaler.progress = tracker.on_tile
+        try:
+            if progress is not None:
+                progress.start()
+            for index, (source, target) in enumerate(plan, 1):
+                try:
+                    self._one(index, len(plan), source, target, upscaler, tracker, bounds is not None)
+                except CertSRError as exc:
+                    self.fail(_input_error_line(exc, source))
+                tracker.finish()
+                self.finished += 1
+        finally:
+            if progress is not None:
+                progress.stop()
+            upscaler.close()
+        if self.failed:
+            if self.total > 1:
+                _err(f"{self.failed} of {self.total} inputs failed")
+            self.exit_code = 1
+
+    def _plan(self, files: list[Path], output: str | None, with_bounds: bool) -> list[tuple[Path, Path]]:
+        from certsr_rt.io.images import VIDEO_EXTENSIONS, check_not_input, companion_path, output_path_for
+
+        claimed: dict[Path, Path] = {}
+        plan: list[tuple[Path, Path]] = []
+        for source in files:
+            try:
+                target = output_path_for(source, output, len(files), inputs=files)
+                written = [target]
+                if with_bounds and source.suffix.lower() not in VIDEO_EXTENSIONS:
+                    written += [companion_path(target, "_lower"), companion_path(target, "_upper")]
+                for path in written[1:]:
+                    check_not_input(path, files)
+                for path in written:
+                    other = claimed.get(path.resolve())
+                    if other is not None:
+                        raise InputError(
+                            f"{source}: its output {path} is also the output of {other}; "
+                            "give the inputs distinct names or separate runs"
+                        )
+            except CertSRError as exc:
+                self.fail(_input_error_line(exc, source))
+                continue
+            for path in written:
+                claimed[path.resolve()] = source
+            plan.append((source, target))
+        return plan
+
+    def _build_upscaler(
+        self,
+        model_name: str,
+        *,
+        sigma: float | None,
+        samples: int,
+        seed: int,
+        device: str,
+        tile: int,
+        bounds: float | None,
+        alpha: float,
+        backend: str,
+        precision: str,
+    ) -> Upscaler:
+        from certsr_rt.models import load_model
+        from certsr_rt.runtime.upscaler import CONSERVATIVE_SIGMA, Upscaler
+        from certsr_rt.smoothing.certify import BoundsConfig, certified_ranks, min_samples_for_bounds
+        from certsr_rt.smoothing.config import SmoothingConfig
+
+        sr_model = load_model(model_name)
+        smoothing = SmoothingConfig(sigma=sigma, samples=samples, seed=seed)
+        # The same resolution as the Upscaler's, needed before building it to explain vacuous bounds.
+        default_sigma = CONSERVATIVE_SIGMA if sr_model.default_sigma is None else sr_model.default_sigma
+        effective_sigma = smoothing.resolved(default_sigma).sigma
+        bounds_config = None
+        if bounds is not None:
+            bounds_config = BoundsConfig(eps=bounds, alpha=alpha)
+            if effective_sigma > 0:  # sigma 0 is refused by the Upscaler with its own message
+                ranks = certified_ranks(samples, bounds, effective_sigma, alpha)
+                if ranks.vacuous:
+                    needed = min_samples_for_bounds(bounds, effective_sigma, alpha)
+                    setting = f"--samples {samples} (sigma {effective_sigma:g}, alpha {alpha:g})"
+                    if needed is None:
+                        raise InputError(
+                            f"--bounds {bounds:g} is vacuous at {setting} and at any --samples up to 100000; "
+                            "use a smaller --bounds, a larger --sigma or a larger --alpha"
+                        )
+                    raise InputError(
+                        f"--bounds {bounds:g} is vacuous at {setting}; use at least --samples {needed}"
+                    )
+        upscaler = Upscaler(
+            sr_model,
+            smoothing,
+            device=device,
+            backend=backend,
+            precision=precision,
+            tile=tile,
+            bounds=bounds_config,
+        )
+        if upscaler.sigma_is_model_default:
+            where = (
+                "model default"
+                if sr_model.default_sigma is not None
+                else "conservative default: the model records none"
+            )
+            self.info(f"sigma {upscaler.smoothing.sigma:g} ({where}; override with --sigma)")
+        return upscaler
+
+    def _one(
+        self,
+        index: int,
+        n_inputs: int,
+        source: Path,
+        target: Path,
+        upscaler: Upscaler,
+        tracker: _BatchProgress,
+        with_bounds: bool,
+    ) -> None:
+        from certsr_rt.io.images import (
+            VIDEO_EXTENSIONS,
+            check_image_size,
+            companion_path,
+            describe_image,
+            read_image,
+            write_image,
+        )
+
+        if source.suffix.lower() in VIDEO_EXTENSIONS:
+            self._video(index, n_inputs, source, target, upscaler, tracker, with_bounds)
+            return
+        try:
+            image = read_image(source)
+        except CertSRError:
+            tracker.skip()
+            raise
+        height, width = image.shape[:2]
+        check_image_size(height, width, upscaler.scale, name=source)
+        tracker.start(index, n_inputs, source.name, upscaler.work_units(height, width))
+        result = upscaler.upscale(image)
+        write_image(target, result.image)
+        self.info(f"wrote {target} ({describe_image(result.image)})")
+        if with_bounds and result.lower is not None and result.upper is not None:
+            for tag, bound in (("_lower", result.lower), ("_upper", result.upper)):
+                path = write_image(companion_path(target, tag), bound)
+                self.info(f"wrote {path}")
+        if with_bounds and result.summary is not None:
+            summary = result.summary
+            if getattr(summary, "ranks", None) is None and getattr(upscaler, "ranks", None) is not None:
+                import dataclasses
+
+                summary = dataclasses.replace(summary, ranks=upscaler.ranks)
+            typer.echo(f"{source}: {summary.format()}")
+
+    def _video(
+        self,
+        index: int,
+        n_inputs: int,
+        source: Path,
+        target: Path,
+        upscaler: Upscaler,
+        tracker: _BatchProgress,
+        with_bounds: bool,
+    ) -> None:
+        try:
+            from certsr_rt.cli.upscale_video import upscale_video_file
+        except CertSRError:
+            tracker.skip()
+            raise
+        except ImportError as exc:
+            tracker.skip()
+            if exc.name is None or exc.name == "av" or exc.name.startswith("certsr_rt"):
+                raise CertSRError(f"cannot upscale {source}: {_VIDEO_HINT}") from exc
+            raise
+        if with_bounds:
+            _err(f"warning: {source}: --bounds applies to images only; no bound videos are written")
+        tracker.start(index, n_inputs, source.name, None, video=True)
+        # The video module prints its own "wrote ..." summary (frames, fps, codec, audio) unless quiet.
+        upscale_video_file(source, target, upscaler, progress=tracker.on_frames, quiet=self.quiet)
