@@ -222,8 +222,8 @@ def test_vacuous_bounds_are_refused_with_the_samples_needed(tmp_path: Path) -> N
     result = _invoke(source, *FAST, "--bounds", "0.05")
     assert result.exit_code == 1
     errors = _error_lines(result)
-    assert len(errors) == 1 and "is vacuous at --samples 5" in errors[0]
-    assert "use at least --samples" in errors[0]
+    assert len(errors) == 1 and "vacuous at n=5" in errors[0]
+    assert "at least n=17 samples are needed" in errors[0]
     assert _files(tmp_path) == ["a.png"]
 
 

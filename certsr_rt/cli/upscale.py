@@ -450,31 +450,14 @@ class _Run:
         precision: str,
     ) -> Upscaler:
         from certsr_rt.models import load_model
-        from certsr_rt.runtime.upscaler import CONSERVATIVE_SIGMA, Upscaler
-        from certsr_rt.smoothing.certify import BoundsConfig, certified_ranks, min_samples_for_bounds
+        from certsr_rt.runtime.upscaler import Upscaler
+        from certsr_rt.smoothing.certify import BoundsConfig
         from certsr_rt.smoothing.config import SmoothingConfig
 
         sr_model = load_model(model_name)
         smoothing = SmoothingConfig(sigma=sigma, samples=samples, seed=seed)
-        # The same resolution as the Upscaler's, needed before building it to explain vacuous bounds.
-        default_sigma = CONSERVATIVE_SIGMA if sr_model.default_sigma is None else sr_model.default_sigma
-        effective_sigma = smoothing.resolved(default_sigma).sigma
-        bounds_config = None
-        if bounds is not None:
-            bounds_config = BoundsConfig(eps=bounds, alpha=alpha)
-            if effective_sigma > 0:  # sigma 0 is refused by the Upscaler with its own message
-                ranks = certified_ranks(samples, bounds, effective_sigma, alpha)
-                if ranks.vacuous:
-                    needed = min_samples_for_bounds(bounds, effective_sigma, alpha)
-                    setting = f"--samples {samples} (sigma {effective_sigma:g}, alpha {alpha:g})"
-                    if needed is None:
-                        raise InputError(
-                            f"--bounds {bounds:g} is vacuous at {setting} and at any --samples up to 100000; "
-                            "use a smaller --bounds, a larger --sigma or a larger --alpha"
-                        )
-                    raise InputError(
-                        f"--bounds {bounds:g} is vacuous at {setting}; use at least --samples {needed}"
-                    )
+        # A vacuous --bounds request is refused by the Upscaler with the number of samples it would need.
+        bounds_config = None if bounds is None else BoundsConfig(eps=bounds, alpha=alpha)
         upscaler = Upscaler(
             sr_model,
             smoothing,
@@ -531,12 +514,7 @@ class _Run:
                 path = write_image(companion_path(target, tag), bound)
                 self.info(f"wrote {path}")
         if with_bounds and result.summary is not None:
-            summary = result.summary
-            if getattr(summary, "ranks", None) is None and getattr(upscaler, "ranks", None) is not None:
-                import dataclasses
-
-                summary = dataclasses.replace(summary, ranks=upscaler.ranks)
-            typer.echo(f"{source}: {summary.format()}")
+            typer.echo(f"{source}: {result.summary.format()}")
 
     def _video(
         self,

@@ -351,7 +351,7 @@ class Upscaler:
         from certsr_rt.smoothing.certify import summarize_bounds
 
         lower, upper = result[1:2], result[2:3]
-        summary = summarize_bounds(lower.clamp(0, 1), upper.clamp(0, 1), image.clamp(0, 1))
+        summary = summarize_bounds(lower.clamp(0, 1), upper.clamp(0, 1), image.clamp(0, 1), ranks=self.ranks)
         return UpscaleResult(image, lower, upper, summary)
 
     def close(self) -> None:
