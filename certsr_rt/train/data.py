@@ -1,0 +1,289 @@
+"""Training data: an endless, seeded stream of (LR, HR) crop pairs from an HR folder or paired folders.
+
+Why a *stream of numbered samples*: the k-th training sample is a pure function of ``(seed, k)`` — which
+image (a fresh permutation of the images each epoch), where the crop is, which flips. Iteration ``i`` of a
+run with global batch ``B`` uses samples ``i*B .. i*B+B-1``, and with several processes rank ``r`` takes
+its equal slice of them. So:
+
+* resuming at iteration ``i`` yields exactly the batch the uninterrupted run would have seen (the data
+  "RNG state" is the iteration number), with no sampler state to save;
+* the global batch is the same on 1 or N processes, which is what makes DDP match single-process training;
+* DataLoader workers may run in any order without changing anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Sampler
+
+from certsr_rt.errors import InputError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "CropStream",
+    "StreamBatchSampler",
+    "downscale_bicubic",
+    "list_images",
+    "read_image",
+]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+"""File suffixes treated as images (case-insensitive)."""
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name.
+
+    Raises:
+        InputError: the folder is missing or holds no image.
+    """
+    p = Path(folder)
+    if not p.is_dir():
+        raise InputError(f"expected a folder of training images, got {str(p)!r} (not a directory)")
+    files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {p}")
+    return files
+
+
+def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
+    """Read an image as a float32 ``C x H x W`` tensor in [0, 1], RGB (or gray for ``channels == 1``).
+
+    Grayscale files are replicated to 3 channels, alpha is dropped, 16-bit files are rescaled.
+
+    Raises:
+        InputError: the file cannot be decoded as an image.
+    """
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise InputError(f"could not read {path} as an image")
+    if img.dtype == np.uint8:
+        scale = 255.0
+    elif img.dtype == np.uint16:
+        scale = 65535.0
+    else:
+        raise InputError(f"{path}: expected an 8- or 16-bit image, got dtype {img.dtype}")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] == 4:
+        img = img[:, :, :3]
+    if img.shape[2] == 3:
+        img = img[:, :, ::-1]  # BGR -> RGB
+    if channels == 3 and img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    elif channels == 1 and img.shape[2] == 3:
+        img = (img.astype(np.float64) @ np.array([0.299, 0.587, 0.114]))[:, :, None]
+    elif img.shape[2] != channels:
+        raise InputError(f"{path}: expected a 1-, 3- or 4-channel image, got {img.shape[2]} channels")
+    arr = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32) / np.float32(scale)
+    return torch.from_numpy(arr)
+
+
+def downscale_bicubic(hr: torch.Tensor, scale: int, *, quantize: bool = True) -> torch.Tensor:
+    """Antialiased bicubic downscaling by an integer factor (``C x H x W`` or ``N x C x H x W``).
+
+    Torch's antialiased bicubic (Keys a = -0.5, kernel widened by the factor) is the same filter as
+    MATLAB's ``imresize``, which made the benchmark LR images; the result is clamped to [0, 1] and, with
+    ``quantize``, rounded to 8 bits as an LR image stored as PNG would be.
+
+    Args:
+        hr: image(s) in [0, 1]; H and W must be multiples of ``scale``.
+        scale: the integer factor.
+        quantize: round to multiples of 1/255.
+
+    Returns:
+        The LR image(s), same layout as ``hr``.
+    """
+    batched = hr.dim() == 4
+    x = hr if batched else hr.unsqueeze(0)
+    h, w = x.shape[-2:]
+    if h % scale or w % scale:
+        raise InputError(f"HR size must be a multiple of the scale {scale}, got {h}x{w}")
+    lr = F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False)
+    lr = lr.clamp_(0.0, 1.0)
+    if quantize:
+        lr = torch.round(lr * 255.0) / 255.0
+    return lr if batched else lr.squeeze(0)
+
+
+def _augment(t: torch.Tensor, hflip: bool, vflip: bool, rot90: bool) -> torch.Tensor:
+    """BasicSR's ``augment``: horizontal flip, vertical flip, then transpose (a 90-degree rotation)."""
+    if hflip:
+        t = t.flip(-1)
+    if vflip:
+        t = t.flip(-2)
+    if rot90:
+        t = t.transpose(-2, -1)
+    return t.contiguous()
+
+
+class CropStream(Dataset):
+    """Map-style dataset over the endless sample stream: item ``k`` is the k-th ``(lr, hr)`` training pair.
+
+    Args:
+        hr_dir: folder of HR images.
+        scale: the model's upscaling factor.
+        hr_crop: side of the square HR crop (multiple of ``scale``).
+        lr_dir: optional folder of LR images paired with ``hr_dir`` by file stem (an LR stem may carry an
+            ``x{scale}`` suffix, as in DIV2K's ``0001x4.png``); LR crops are then read, not synthesized.
+        augment: random flips and 90-degree rotation.
+        quantize_lr: round synthesized LR to 8 bits.
+        seed: the data seed.
+        channels: image channels the model takes (1 or 3).
+    """
+
+    def __init__(
+        self,
+        hr_dir: str | Path,
+        *,
+        scale: int,
+        hr_crop: int,
+        lr_dir: str | Path | None = None,
+        augment: bool = True,
+        quantize_lr: bool = True,
+        seed: int = 0,
+        channels: int = 3,
+    ) -> None:
+        if hr_crop % scale:
+            raise InputError(f"hr_crop must be a multiple of the model scale {scale}, got {hr_crop}")
+        if channels not in (1, 3):
+            raise InputError(f"training supports 1- or 3-channel models, got {channels} channels")
+        self.scale = scale
+        self.hr_crop = hr_crop
+        self.lr_crop = hr_crop // scale
+        self.augment = augment
+        self.quantize_lr = quantize_lr
+        self.seed = seed
+        self.channels = channels
+        self.hr_files = list_images(hr_dir)
+        self.lr_files: list[Path] | None = None
+        if lr_dir is not None:
+            self.lr_files = _pair_files(self.hr_files, list_images(lr_dir), scale)
+        self._perm_epoch = -1
+        self._perm = np.arange(len(self.hr_files))
+
+    def __len__(self) -> int:
+        """Number of images (one epoch); the stream itself is endless."""
+        return len(self.hr_files)
+
+    def image_index(self, k: int) -> int:
+        """Which image sample ``k`` is cut from: a fresh permutation of the images per epoch."""
+        n = len(self.hr_files)
+        epoch, pos = divmod(k, n)
+        if epoch != self._perm_epoch:
+            self._perm = np.random.default_rng([self.seed, 0, epoch]).permutation(n)
+            self._perm_epoch = epoch
+        return int(self._perm[pos])
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k-th ``(lr, hr)`` pair: ``C x h x w`` and ``C x (scale h) x (scale w)`` float32 in [0, 1]."""
+        if k < 0:
+            raise IndexError(f"sample index must be >= 0, got {k}")
+        idx = self.image_index(k)
+        rng = np.random.default_rng([self.seed, 1, k])
+        hr_full = read_image(self.hr_files[idx], self.channels)
+        s, hc, lc = self.scale, self.hr_crop, self.lr_crop
+        if self.lr_files is None:
+            _, h, w = hr_full.shape
+            if h < hc or w < hc:
+                raise InputError(
+                    f"{self.hr_files[idx]}: expected an HR image of at least {hc}x{hc} for hr_crop={hc}, "
+                    f"got {w}x{h} (lower hr_crop)"
+                )
+            top = int(rng.integers(0, h - hc + 1))
+            left = int(rng.integers(0, w - hc + 1))
+            hr = hr_full[:, top : top + hc, left : left + hc]
+            lr = None
+        else:
+            lr_full = read_image(self.lr_files[idx], self.channels)
+            _, h, w = lr_full.shape
+            if tuple(hr_full.shape[1:]) != (h * s, w * s):
+                raise InputError(
+                    f"{self.hr_files[idx].name}: expected HR of {w * s}x{h * s} (scale {s} x LR "
+                    f"{self.lr_files[idx].name} {w}x{h}), got {hr_full.shape[2]}x{hr_full.shape[1]}"
+                )
+            if h < lc or w < lc:
+                raise InputError(
+                    f"{self.lr_files[idx]}: expected an LR image of at least {lc}x{lc} for hr_crop={hc}, "
+                    f"got {w}x{h} (lower hr_crop)"
+                )
+            top = int(rng.integers(0, h - lc + 1))
+            left = int(rng.integers(0, w - lc + 1))
+            lr = lr_full[:, top : top + lc, left : left + lc]
+            hr = hr_full[:, top * s : (top + lc) * s, left * s : (left + lc) * s]
+        flips = rng.random(3) < 0.5 if self.augment else (False, False, False)
+        hr = _augment(hr, bool(flips[0]), bool(flips[1]), bool(flips[2]))
+        if lr is None:
+            lr = downscale_bicubic(hr, s, quantize=self.quantize_lr)
+        else:
+            lr = _augment(lr, bool(flips[0]), bool(flips[1]), bool(flips[2]))
+        return lr, hr
+
+    def global_batch(self, iteration: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole global batch of ``iteration`` (for tests and single-process inspection)."""
+        pairs = [self[iteration * batch_size + j] for j in range(batch_size)]
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
+def _pair_files(hr_files: list[Path], lr_files: list[Path], scale: int) -> list[Path]:
+    """For each HR file, the LR file with the same stem (or the stem plus ``x{scale}``)."""
+    by_stem: dict[str, Path] = {}
+    for f in lr_files:
+        by_stem[f.stem] = f
+        suffix = f"x{scale}"
+        if f.stem.lower().endswith(suffix):
+            by_stem.setdefault(f.stem[: -len(suffix)], f)
+    paired = []
+    missing = []
+    for f in hr_files:
+        match = by_stem.get(f.stem)
+        if match is None:
+            missing.append(f.name)
+        else:
+            paired.append(match)
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise InputError(
+            f"paired data: expected an LR image with the same name stem (or stem + 'x{scale}') for every HR "
+            f"image, got none for {len(missing)} of {len(hr_files)}: {shown}"
+        )
+    return paired
+
+
+class StreamBatchSampler(Sampler[list[int]]):
+    """Yields, for each iteration from ``start`` to ``stop``, this rank's slice of the global batch indices.
+
+    Args:
+        batch_size: the global batch size; must be divisible by ``world_size``.
+        start: first iteration (the resume point).
+        stop: one past the last iteration.
+        rank: this process's rank.
+        world_size: number of processes.
+    """
+
+    def __init__(self, batch_size: int, start: int, stop: int, rank: int = 0, world_size: int = 1) -> None:
+        if batch_size % world_size:
+            raise InputError(
+                f"the global batch_size must be divisible by the number of processes ({world_size}), "
+                f"got {batch_size}"
+            )
+        self.batch_size = batch_size
+        self.local = batch_size // world_size
+        self.start = start
+        self.stop = stop
+        self.rank = rank
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for it in range(self.start, self.stop):
+            first = it * self.batch_size + self.rank * self.local
+            yield list(range(first, first + self.local))

@@ -1,0 +1,514 @@
+"""Training: config, data stream, MRS/adversarial steps, checkpoints, exact resume, CLI (CPU, tiny models)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from certsr_rt.errors import InputError
+from certsr_rt.losses import VGG_CONFIGS
+from certsr_rt.models import load_model
+from certsr_rt.smoothing.aggregate import median
+from certsr_rt.train import MODES, TrainConfig, Trainer, find_latest_state
+from certsr_rt.train.checkpoint import atomic_save, load_state_file
+from certsr_rt.train.data import CropStream, StreamBatchSampler, downscale_bicubic, read_image
+
+# --- fixtures --------------------------------------------------------------------------------------------
+
+
+def write_tiny_vgg16(path: Path) -> Path:
+    """A VGG16 ``features`` state dict with random first-block weights and zeros elsewhere.
+
+    The perceptual loss insists on the full VGG16 layout; the tests only use ``conv1_2`` (the deeper layers
+    are loaded but never run), so the zeros cost nothing but disk.
+    """
+    g = torch.Generator().manual_seed(0)
+    sd: dict[str, torch.Tensor] = {}
+    idx, in_ch = 0, 3
+    for convs, out_ch in zip(VGG_CONFIGS["vgg16"], (64, 128, 256, 512, 512), strict=True):
+        for _ in range(convs):
+            shape = (out_ch, in_ch, 3, 3)
+            sd[f"features.{idx}.weight"] = (
+                (torch.randn(shape, generator=g) * 0.2) if idx < 4 else torch.zeros(shape)
+            )
+            sd[f"features.{idx}.bias"] = torch.zeros(out_ch)
+            idx, in_ch = idx + 2, out_ch
+        idx += 1  # the max-pool
+    torch.save(sd, path)
+    return path
+
+
+def write_images(folder: Path, sizes: list[tuple[int, int]], seed: int = 0) -> Path:
+    """Smooth random colour images (blurred noise plus a gradient), as PNG."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i, (h, w) in enumerate(sizes):
+        noise = rng.random((h, w, 3)) * 255
+        ramp = np.linspace(0, 120, w)[None, :, None]
+        img = np.clip(cv2.GaussianBlur(noise, (7, 7), 2.0) * 0.6 + ramp, 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"img_{i:03d}.png"), img)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def vgg_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_vgg16(tmp_path_factory.mktemp("vgg") / "vgg16_tiny.pth")
+
+
+@pytest.fixture(scope="module")
+def hr_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_images(tmp_path_factory.mktemp("hr_small"), [(48, 40), (40, 56), (44, 44)])
+
+
+@pytest.fixture(scope="module")
+def hr_single(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One 32x32 image: with hr_crop 32 and no augmentation every batch is the same crop (overfitting)."""
+    return write_images(tmp_path_factory.mktemp("hr_single"), [(32, 32)], seed=3)
+
+
+@pytest.fixture(scope="module")
+def hr_gan(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Images large enough for the 128-pixel discriminator."""
+    return write_images(tmp_path_factory.mktemp("hr_gan"), [(136, 140), (130, 132)], seed=5)
+
+
+def tiny_config(vgg: Path, hr: Path, out: Path, **changes: object) -> TrainConfig:
+    base: dict[str, object] = dict(
+        model="tiny-srvgg",
+        hr_dir=str(hr),
+        hr_crop=32,
+        batch_size=2,
+        iterations=4,
+        perceptual_weights=str(vgg),
+        perceptual_layers=("conv1_2",),
+        gan_weight=0.0,
+        output_dir=str(out),
+        log_every=1,
+        save_every=1000,
+        progress=False,
+    )
+    base.update(changes)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def read_log(out: Path) -> list[dict[str, float]]:
+    lines = (out / "loss_log.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def quiet(_: str) -> None:
+    return None
+
+
+# --- config ----------------------------------------------------------------------------------------------
+
+
+def test_defaults_are_the_papers() -> None:
+    cfg = TrainConfig()
+    assert cfg.mode == "mrs" and cfg.lr == 1e-4 and cfg.betas == (0.9, 0.99)
+    assert cfg.mrs_sigmas == (0.03, 0.2) and cfg.mrs_draws == 2 and cfg.mrs_clean
+    assert cfg.mrs_copies == 5 and cfg.mrs_group_sigmas == (0.03, 0.2, 0.0)
+    assert cfg.batch_size == 5 and cfg.hr_crop == 480 and cfg.iterations == 59_000
+    assert cfg.ema_decay == 0.999
+
+
+def test_config_file_then_overrides(tmp_path: Path) -> None:
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("mode: ad-bim\nhr-crop: 128\nmrs_sigmas: [0.05, 0.1]\nlr: 2.0e-4\nbatch_size: 4\n")
+    cfg = TrainConfig.load(yaml_file, {"batch_size": 8, "lr": None, "augment": False})
+    assert cfg.mode == "ad-bim" and cfg.hr_crop == 128 and cfg.mrs_sigmas == (0.05, 0.1)
+    assert cfg.lr == 2e-4  # None means "not given": the file's value stays
+    assert cfg.batch_size == 8 and cfg.augment is False  # overrides win
+    json_file = tmp_path / "run.json"
+    json_file.write_text(json.dumps(cfg.to_dict()))
+    assert TrainConfig.load(json_file) == cfg
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("bogus_key: 1\n", "unknown key 'bogus_key'; expected one of: model, mode"),
+        ("hr_crop: big\n", "hr_crop must be an integer, got 'big'"),
+        ("mode: sgd\n", "mode must be one of mrs, ad-fgsm"),
+        ("betas: [0.9]\n", "betas must be two numbers"),
+        ("- a\n- b\n", "expected a mapping"),
+        ("augment: 1\n", "augment must be true or false"),
+        ("perceptual_layers: ['conv1_2=x']\n", "'name' or 'name=weight'"),
+    ],
+)
+def test_config_errors_say_what_was_expected(tmp_path: Path, content: str, message: str) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(content)
+    with pytest.raises(InputError, match=message.replace("[", r"\[")):
+        TrainConfig.load(f)
+
+
+def test_config_file_missing_or_wrong_suffix(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="config file not found"):
+        TrainConfig.load(tmp_path / "nope.yaml")
+    f = tmp_path / "x.toml"
+    f.write_text("a = 1")
+    with pytest.raises(InputError, match=r"must end in \.yaml, \.yml or \.json, got x\.toml"):
+        TrainConfig.load(f)
+
+
+# --- data ------------------------------------------------------------------------------------------------
+
+
+def test_stream_is_a_pure_function_of_seed_and_index(hr_small: Path) -> None:
+    a = CropStream(hr_small, scale=4, hr_crop=32, seed=1)
+    b = CropStream(hr_small, scale=4, hr_crop=32, seed=1)
+    for k in (7, 0, 3, 7):  # any order, fresh instance: same sample
+        lr_a, hr_a = a[k]
+        lr_b, hr_b = b[k]
+        assert torch.equal(lr_a, lr_b) and torch.equal(hr_a, hr_b)
+    assert lr_a.shape == (3, 8, 8) and hr_a.shape == (3, 32, 32)
+    assert not torch.equal(a[0][1], a[1][1])
+    c = CropStream(hr_small, scale=4, hr_crop=32, seed=2)
+    assert any(not torch.equal(a[k][1], c[k][1]) for k in range(3))
+    # each epoch visits every image once
+    assert sorted(a.image_index(k) for k in range(3)) == [0, 1, 2]
+    assert sorted(a.image_index(k) for k in range(3, 6)) == [0, 1, 2]
+
+
+def test_synthesized_lr_is_bicubic_of_the_hr_crop(hr_small: Path) -> None:
+    stream = CropStream(hr_small, scale=4, hr_crop=32, seed=0, quantize_lr=True)
+    lr, hr = stream[5]
+    assert torch.equal(lr, downscale_bicubic(hr, 4, quantize=True))
+    assert torch.equal(lr * 255, torch.round(lr * 255))  # 8-bit values
+
+
+def test_batch_sampler_slices_the_global_batch() -> None:
+    single = list(StreamBatchSampler(4, start=3, stop=5))
+    r0 = list(StreamBatchSampler(4, start=3, stop=5, rank=0, world_size=2))
+    r1 = list(StreamBatchSampler(4, start=3, stop=5, rank=1, world_size=2))
+    assert single == [[12, 13, 14, 15], [16, 17, 18, 19]]
+    assert [a + b for a, b in zip(r0, r1, strict=True)] == single
+    with pytest.raises(InputError, match="divisible by the number of processes"):
+        StreamBatchSampler(5, 0, 1, rank=0, world_size=2)
+
+
+def test_paired_folders_crop_matching_regions(tmp_path: Path) -> None:
+    lr_dir = write_images(tmp_path / "lr", [(12, 14), (10, 10)], seed=9)
+    hr_dir = tmp_path / "hr"
+    hr_dir.mkdir()
+    for f in sorted(lr_dir.iterdir()):
+        img = cv2.imread(str(f))
+        # HR = nearest x4 of LR, so an aligned HR crop is exactly the nearest x4 of the LR crop.
+        cv2.imwrite(str(hr_dir / f.name), np.repeat(np.repeat(img, 4, axis=0), 4, axis=1))
+        f.rename(lr_dir / f"{f.stem}x4.png")  # DIV2K-style LR names
+    stream = CropStream(hr_dir, lr_dir=lr_dir, scale=4, hr_crop=32, seed=0)
+    for k in range(6):
+        lr, hr = stream[k]
+        assert lr.shape == (3, 8, 8) and hr.shape == (3, 32, 32)
+        assert torch.equal(hr, lr.repeat_interleave(4, 1).repeat_interleave(4, 2))
+
+
+def test_data_errors(tmp_path: Path, hr_small: Path) -> None:
+    with pytest.raises(InputError, match="not a directory"):
+        CropStream(tmp_path / "missing", scale=4, hr_crop=32)
+    with pytest.raises(InputError, match="multiple of the model scale 4, got 30"):
+        CropStream(hr_small, scale=4, hr_crop=30)
+    with pytest.raises(InputError, match=r"at least 64x64 for hr_crop=64, got \d+x\d+"):
+        CropStream(hr_small, scale=4, hr_crop=64)[0]
+    lr_dir = write_images(tmp_path / "lr", [(10, 10)])
+    with pytest.raises(InputError, match="got none for 2 of 3"):
+        CropStream(hr_small, lr_dir=lr_dir, scale=4, hr_crop=32)
+    gray = tmp_path / "gray"
+    gray.mkdir()
+    cv2.imwrite(str(gray / "g.png"), np.full((8, 8), 128, np.uint8))
+    assert read_image(gray / "g.png").shape == (3, 8, 8)
+
+
+# --- the training step -----------------------------------------------------------------------------------
+
+
+def test_mrs_groups_are_medians_of_noisy_copies(vgg_file: Path, hr_small: Path, tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(vgg_file, hr_small, tmp_path, mrs_draws=3), log=quiet)
+    lr, _ = trainer.batch(0)
+    state = trainer.noise_generator.get_state()
+    preds = trainer._mrs_predictions(lr)
+    assert len(preds) == 3  # sigma 0.03, sigma 0.2, clean
+    gen = torch.Generator().manual_seed(0)
+    gen.set_state(state)
+    noise = torch.randn((2 * 3, *lr.shape), generator=gen)
+    net = trainer.net_g
+    with torch.no_grad():
+        for k, sigma in enumerate((0.03, 0.2)):
+            outs = torch.stack([net(lr + sigma * noise[k * 3 + d]) for d in range(3)])
+            torch.testing.assert_close(preds[k], median(outs, dim=0), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(preds[2], net(lr), rtol=1e-5, atol=1e-6)
+    # with 2 draws the group reduction is the mean of the two predictions
+    two = torch.stack([torch.zeros(1), torch.ones(1)])
+    assert float(median(two, dim=0)) == 0.5
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_losses_decrease_for_each_mode(mode: str, vgg_file: Path, hr_single: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(
+        vgg_file, hr_single, tmp_path, mode=mode, augment=False, iterations=8, lr=3e-3, pixel_weight=1.0
+    )
+    result = Trainer(cfg, log=quiet).run()
+    assert result.iteration == 8 and result.stop_reason == "done"
+    losses = [r["l_g"] for r in read_log(tmp_path)]
+    assert len(losses) == 8 and all(np.isfinite(losses))
+    assert np.mean(losses[-2:]) < 0.9 * np.mean(losses[:2]), losses
+    # the checkpoint is a model the loader reads, and it changed
+    tuned = load_model(result.generator_file)
+    start = load_model("tiny-srvgg")
+    assert tuned.architecture == start.architecture and tuned.scale == 4
+    x = torch.rand(1, 3, 8, 8)
+    assert not torch.allclose(tuned(x), start(x))
+
+
+def test_gan_losses_are_logged_and_generator_improves(vgg_file: Path, hr_gan: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(
+        vgg_file,
+        hr_gan,
+        tmp_path,
+        hr_crop=128,
+        augment=False,
+        iterations=6,
+        lr=3e-3,
+        pixel_weight=1.0,
+        gan_weight=0.01,
+        disc_num_feat=4,
+        batch_size=1,
+        mrs_sigmas=(0.03,),
+        perceptual_weight=0.0,  # VGG at 128 px is the slow part; the GAN is what this test is about
+    )
+    Trainer(cfg, log=quiet).run()
+    log = read_log(tmp_path)
+    assert all(r["l_d"] > 0 and r["l_gan"] > 0 for r in log)
+    assert log[-1]["l_pix"] < log[0]["l_pix"]
+
+
+def test_discriminator_needs_large_enough_crops(vgg_file: Path, hr_small: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="at least 128 pixels, got hr_crop=32"):
+        Trainer(tiny_config(vgg_file, hr_small, tmp_path, gan_weight=0.005), log=quiet)
+
+
+def test_ema_follows_decay(vgg_file: Path, hr_small: Path, tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(vgg_file, hr_small, tmp_path / "a", ema_decay=0.75), log=quiet)
+    before = {k: v.clone() for k, v in trainer.net_g.state_dict().items()}
+    trainer.train_step(*trainer.batch(0))
+    after = trainer.net_g.state_dict()
+    for k, v in trainer.net_g_ema.state_dict().items():
+        torch.testing.assert_close(v, 0.75 * before[k] + 0.25 * after[k])
+    plain = Trainer(tiny_config(vgg_file, hr_small, tmp_path / "b", ema_decay=0.0), log=quiet)
+    plain.train_step(*plain.batch(0))
+    for k, v in plain.net_g_ema.state_dict().items():
+        assert torch.equal(v, plain.net_g.state_dict()[k])
+
+
+def test_learning_rate_milestones(vgg_file: Path, hr_small: Path, tmp_path: Path) -> None:
+    trainer = Trainer(
+        tiny_config(vgg_file, hr_small, tmp_path, lr_milestones=(2, 3), lr_gamma=0.5), log=quiet
+    )
+    assert [trainer.lr_factor(i) for i in range(5)] == [1.0, 1.0, 0.5, 0.25, 0.25]
+    trainer.run()
+    assert [r["lr"] for r in read_log(tmp_path)] == [1e-4, 1e-4, 5e-5, 2.5e-5]
+
+
+# --- checkpoints and resume ------------------------------------------------------------------------------
+
+
+def test_checkpoint_files_follow_the_loader_format(vgg_file: Path, hr_small: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(vgg_file, hr_small, tmp_path, iterations=5, save_every=2, keep_checkpoints=2)
+    result = Trainer(cfg, log=quiet).run()
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["net_g_00000004.pth", "net_g_00000005.pth", "state_00000004.pth", "state_00000005.pth"]
+    assert not list(tmp_path.rglob("*.tmp"))
+    gen = torch.load(result.generator_file, weights_only=True)
+    assert set(gen) == {"params", "params_ema", "certsr_meta"}
+    meta = gen["certsr_meta"]
+    assert meta == {
+        "architecture": "SRVGGNetCompact",
+        "hyperparameters": dict(load_model("tiny-srvgg").hyperparameters),
+        "scale": 4,
+        "default_sigma": 0.03,
+        "name": "tiny-srvgg-mrs",
+    }
+    state = load_state_file(result.state_file)  # weights_only inside
+    assert state["iteration"] == 5 and state["generator_file"] == "net_g_00000005.pth"
+    assert state["noise_rng"].dtype == torch.uint8
+    assert find_latest_state(tmp_path) == result.state_file
+    latest = load_model(tmp_path / "net_g_latest.pth")
+    assert latest.name == "tiny-srvgg-mrs" and latest.default_sigma == 0.03
+    torch.testing.assert_close(latest.module.state_dict(), gen["params_ema"])
+
+
+def test_atomic_save_leaves_old_file_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "x.pth"
+    atomic_save({"a": torch.ones(2)}, target)
+
+    class Unpicklable:
+        def __reduce__(self) -> tuple:
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        atomic_save({"a": Unpicklable()}, target)
+    assert torch.equal(torch.load(target, weights_only=True)["a"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["x.pth"]
+
+
+def _assert_same_state(a: Trainer, b: Trainer) -> None:
+    for name, ta, tb in (("net_g", a.net_g, b.net_g), ("ema", a.net_g_ema, b.net_g_ema)):
+        for (k, va), vb in zip(ta.state_dict().items(), tb.state_dict().values(), strict=True):
+            assert torch.equal(va, vb), f"{name}.{k}"
+    sa, sb = a.opt_g.state_dict()["state"], b.opt_g.state_dict()["state"]
+    for i in sa:
+        for key in sa[i]:
+            assert torch.equal(sa[i][key], sb[i][key]), f"optimizer_g {i} {key}"
+    if a.net_d is not None:
+        assert b.net_d is not None
+        for (k, va), vb in zip(a.net_d.state_dict().items(), b.net_d.state_dict().values(), strict=True):
+            assert torch.equal(va, vb), f"net_d.{k}"
+    assert torch.equal(a.noise_generator.get_state(), b.noise_generator.get_state())
+    assert a.iteration == b.iteration
+
+
+@pytest.mark.parametrize("variant", ["mrs+gan", "ad-pgd"])
+def test_resume_reproduces_the_uninterrupted_run(
+    variant: str, vgg_file: Path, hr_small: Path, hr_gan: Path, tmp_path: Path
+) -> None:
+    if variant == "mrs+gan":
+        extra: dict[str, object] = dict(
+            hr_crop=128,
+            gan_weight=0.01,
+            disc_num_feat=4,
+            batch_size=1,
+            perceptual_weight=0.0,
+            pixel_weight=1.0,
+        )
+        hr = hr_gan
+    else:
+        extra = dict(mode="ad-pgd")
+        hr = hr_small
+    cfg_a = tiny_config(vgg_file, hr, tmp_path / "a", iterations=5, ema_decay=0.5, lr=1e-3, **extra)
+    cfg_b = cfg_a.replace(output_dir=str(tmp_path / "b"))
+    full = Trainer(cfg_a, log=quiet)
+    full.run()
+
+    first = Trainer(cfg_b, log=quiet)
+    interrupted = first.run(stop_after=2)
+    assert interrupted.stop_reason == "stop_after" and interrupted.iteration == 2
+    # A killed run leaves log lines past its last checkpoint: the resume drops them.
+    with open(tmp_path / "b" / "loss_log.jsonl", "a") as fh:
+        fh.write(json.dumps({"iteration": 3, "l_g": 123.0}) + "\n")
+    del first
+
+    resumed = Trainer(cfg_b.replace(resume="auto"), log=quiet)
+    assert resumed.iteration == 2
+    for got, want in zip(resumed.batch(2), full.batch(2), strict=True):  # the same next batch
+        assert torch.equal(got, want)
+    resumed.run()
+    _assert_same_state(full, resumed)
+
+    def strip(rows: list[dict[str, float]]) -> list[dict[str, float]]:
+        return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
+
+    assert strip(read_log(tmp_path / "b")) == strip(read_log(tmp_path / "a"))
+
+
+def test_resume_refuses_a_different_trajectory(vgg_file: Path, hr_small: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(vgg_file, hr_small, tmp_path, iterations=2)
+    Trainer(cfg, log=quiet).run()
+    with pytest.raises(InputError, match="batch_size: checkpoint 2, now 4"):
+        Trainer(cfg.replace(batch_size=4, resume="auto", iterations=3), log=quiet)
+    with pytest.raises(InputError, match="expected a training-state file"):
+        Trainer(cfg.replace(resume=str(tmp_path / "nope.pth")), log=quiet)
+    # nothing left to do: returns at once
+    again = Trainer(cfg.replace(resume="auto"), log=quiet).run()
+    assert again.iterations_run == 0 and again.iteration == 2
+
+
+def test_time_limit_stops_with_a_checkpoint(vgg_file: Path, hr_small: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(vgg_file, hr_small, tmp_path, iterations=50, max_minutes=1e-9)
+    result = Trainer(cfg, log=quiet).run()
+    assert result.stop_reason == "time limit" and result.iteration == 1
+    assert result.state_file is not None and result.state_file.is_file()
+
+
+# --- CLI -------------------------------------------------------------------------------------------------
+
+
+def _cli() -> typer.Typer:
+    from certsr_rt.cli.app import guarded
+    from certsr_rt.cli.train import train_command
+
+    app = typer.Typer()
+    app.command("train")(guarded(train_command))
+    app.command("other")(lambda: None)  # two commands, so "train" stays a sub-command
+    return app
+
+
+def test_cli_config_file_and_overrides(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("mode: ad-cw\nbatch_size: 3\ngan_weight: 0\n")
+    args = [
+        "train",
+        "-c",
+        str(cfg_file),
+        "--batch-size",
+        "6",
+        "--mrs-sigma",
+        "0.05",
+        "--no-augment",
+        "--print-config",
+    ]
+    result = CliRunner().invoke(_cli(), args)
+    assert result.exit_code == 0, result.output
+    values = json.loads(result.output)
+    assert values["mode"] == "ad-cw" and values["batch_size"] == 6 and values["gan_weight"] == 0
+    assert values["mrs_sigmas"] == [0.05] and values["augment"] is False
+
+
+def test_cli_trains_and_prints_the_checkpoint(vgg_file: Path, hr_small: Path, tmp_path: Path) -> None:
+    args = [
+        "train",
+        "--model",
+        "tiny-rrdbnet",
+        "--hr-dir",
+        str(hr_small),
+        "--hr-crop",
+        "32",
+        "--batch-size",
+        "1",
+        "--iterations",
+        "2",
+        "--perceptual-weights",
+        str(vgg_file),
+        "--perceptual-layer",
+        "conv1_2",
+        "--gan-weight",
+        "0",
+        "-o",
+        str(tmp_path),
+        "--no-progress",
+        "--mode",
+        "ad-fgsm",
+    ]
+    result = CliRunner().invoke(_cli(), args)
+    assert result.exit_code == 0, result.output
+    path = Path(result.output.strip().splitlines()[-1])
+    assert path == tmp_path / "checkpoints" / "net_g_00000002.pth"
+    model = load_model(path)
+    assert model.architecture == "RRDBNet" and model.name == "tiny-rrdbnet-ad-fgsm"
+
+
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        _cli(), ["train", "--model", "tiny-srvgg", "--hr-dir", str(tmp_path / "none")]
+    )
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("error: expected a folder of training images")
+    result = CliRunner().invoke(_cli(), ["train", "--model", "tiny-srvgg"])
+    assert result.exit_code == 1 and "--hr-dir" in result.output
