@@ -155,6 +155,12 @@ def _wants_cuda(name: str) -> bool:
     return name.startswith("cuda") or (name == "auto" and torch.cuda.is_available())
 
 
+def _hms(seconds: float) -> str:
+    """``H:MM:SS`` with unbounded hours (``time.strftime`` would wrap at one day)."""
+    total = int(seconds)
+    return f"{total // 3600}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
 class _Progress:
     """A one-line progress bar on a terminal, or one line per log interval when redirected to a file."""
 
@@ -172,7 +178,7 @@ class _Progress:
         elapsed = time.monotonic() - self.t0
         rate = (done - self.start) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - done) / rate if rate > 0 else float("inf")
-        eta_s = "--:--:--" if not math.isfinite(eta) else time.strftime("%H:%M:%S", time.gmtime(eta))
+        eta_s = "--:--:--" if not math.isfinite(eta) else _hms(eta)
         frac = done / self.total if self.total else 1.0
         bar = "#" * int(20 * frac) + "." * (20 - int(20 * frac))
         losses = " ".join(f"{k} {v:.4g}" for k, v in logs.items() if k in ("l_g", "l_d"))
