@@ -218,6 +218,18 @@ def test_close_abandons_a_long_upscale_at_its_next_chunk() -> None:
     assert up.progress is original_hook  # the cancellation hook was removed again
 
 
+def test_close_with_timeout_reports_an_upscale_that_cannot_be_abandoned() -> None:
+    def stubborn(image: np.ndarray, *, noise_key: int = 0) -> np.ndarray:  # no progress hook to cancel at
+        time.sleep(0.6)
+        return np.repeat(np.repeat(image, 4, 0), 4, 1)
+
+    stream = upscale_stream(stubborn, frames_uint8(3))
+    stream._start()
+    time.sleep(0.1)
+    assert stream.close(timeout=0.05) is False and stream.running
+    assert stream.close() is True and not stream.running
+
+
 def test_a_dropped_stream_stops_its_threads() -> None:
     stream = upscale_stream(FakeUpscaler(), itertools.repeat(frames_uint8(1)[0]))
     next(stream)

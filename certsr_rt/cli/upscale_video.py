@@ -222,6 +222,9 @@ def upscale_video_file(
                     f"nothing was written to {dst}\n"
                 )
                 err.flush()
+            if not stream.close(timeout=1.0) and not quiet:
+                err.write("waiting for the frame in progress to stop (Ctrl-C again to quit at once)\n")
+                err.flush()
             raise
         finally:
             stream.close()

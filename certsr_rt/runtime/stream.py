@@ -340,17 +340,27 @@ class FrameStream(Iterator[Any]):
         self.stats.frames_out = index + 1
         return frame
 
-    def close(self) -> None:
-        """Stop the worker threads and join them; pending frames are dropped (idempotent)."""
-        if self._closed:
-            return
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop the worker threads and join them; pending frames are dropped. Safe to call again.
+
+        Args:
+            timeout: seconds to wait for the threads; ``None`` waits until they have stopped (an upscale in
+                progress stops at its next chunk of samples). Call again to keep waiting.
+
+        Returns:
+            True when both threads have stopped (always, with ``timeout=None``).
+        """
         self._closed = True
         self._pipe.stop.set()
         self._pipe.drain()
         if self._started:
+            deadline = None if timeout is None else time.monotonic() + timeout
             for t in self._threads:
-                t.join()
+                t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if self.running:
+                return False
         self._pipe.drain()
+        return True
 
     @property
     def running(self) -> bool:
