@@ -1,0 +1,293 @@
+"""Writing an :class:`~certsr_rt.evaluation.runner.EvaluationResult`: Markdown, CSV, JSON and the sigma sweep.
+
+Files written into the output folder:
+
+* ``results.md`` — the table (models x conditions, each cell ``PSNR / SSIM / LPIPS``) and the protocol;
+* ``results.csv`` — one row per model x condition with the three means;
+* ``per_image.csv`` — one row per image x model x condition;
+* ``results.json`` — the protocol, the means and the per-image values;
+* with a sweep: ``sigma_sweep.md``, ``sigma_sweep.csv`` and ``sigma_sweep.png`` (LPIPS against sigma, one
+  line per condition, one panel per model; the lowest LPIPS of each line is marked).
+
+Every file is written to a temporary name and renamed, so an interrupted run never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from certsr_rt._deps import require
+from certsr_rt.evaluation.runner import EvaluationResult, MetricMeans
+from certsr_rt.evaluation.specs import ModelEntry, default_label
+
+__all__ = ["render_table", "write_report", "write_sweep"]
+
+
+def _atomic_write(path: Path, data: bytes) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _fmt(value: float, digits: int) -> str:
+    return "n/a" if not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _json_number(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def render_table(result: EvaluationResult) -> str:
+    """The Markdown table: one row per model, one column per condition, cells ``PSNR / SSIM / LPIPS``."""
+    header = "| model | " + " | ".join(result.conditions) + " |"
+    rule = "|---|" + "---|" * len(result.conditions)
+    lines = [header, rule]
+    for entry in result.entries:
+        cells = []
+        for condition in result.conditions:
+            m = result.cell(entry, condition)
+            cells.append(f"{_fmt(m.psnr, 2)} / {_fmt(m.ssim, 4)} / {_fmt(m.lpips, 4)}")
+        lines.append(f"| {entry.label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _entry_json(entry: ModelEntry) -> dict[str, Any]:
+    return {
+        "label": entry.label,
+        "source": entry.source,
+        "smoothing": {"sigma": entry.sigma, "samples": entry.samples} if entry.smoothed else None,
+    }
+
+
+def _means_json(m: MetricMeans) -> dict[str, Any]:
+    return {
+        "psnr": _json_number(m.psnr),
+        "ssim": _json_number(m.ssim),
+        "lpips": _json_number(m.lpips),
+        "images": m.images,
+    }
+
+
+def _markdown(result: EvaluationResult) -> str:
+    s = result.settings
+    lines = [
+        "# Evaluation",
+        "",
+        f"{len(result.images)} images; each cell is **PSNR (dB) / SSIM / LPIPS**, the mean over images "
+        "(PSNR, SSIM: higher is better; LPIPS: lower is better).",
+        "",
+        render_table(result),
+        "",
+        "## Protocol",
+        "",
+        f"- Threat model: {s.get('threat_model', '')}.",
+    ]
+    if "attack_loss" in s:
+        lines.append(f"- Attack loss: {s['attack_loss']}.")
+    lines.append("- Conditions:")
+    for condition, text in s.get("conditions", {}).items():
+        lines.append(f"  - `{condition}`: {text}")
+    lines.append("- Metrics:")
+    for name, text in s.get("metrics", {}).items():
+        lines.append(f"  - {name}: {text}")
+    lines.append("- Models:")
+    for entry in result.entries:
+        smoothing = (
+            f"median randomized smoothing, sigma {entry.sigma:g}, n = {entry.samples}"
+            if entry.smoothed
+            else "plain (no smoothing)"
+        )
+        lines.append(f"  - {entry.label}: `{entry.source}`, {smoothing}")
+    for key in ("hr", "lr_source", "crop", "limit", "seed", "device", "torch", "seconds"):
+        if key in s and s[key] is not None:
+            lines.append(f"- {key.replace('_', ' ')}: {s[key]}")
+    if s.get("command"):
+        lines += ["", "Command:", "", "```", s["command"], "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _csv(rows: Sequence[Sequence[Any]]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def write_report(result: EvaluationResult, out_dir: str | Path) -> list[Path]:
+    """Write ``results.md``, ``results.csv``, ``per_image.csv`` and ``results.json`` into ``out_dir``.
+
+    Args:
+        result: what :func:`~certsr_rt.evaluation.runner.evaluate` returned.
+        out_dir: the folder (created if needed).
+
+    Returns:
+        The paths written.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary_rows: list[list[Any]] = [["model", "condition", "psnr_y_db", "ssim_y", "lpips_alex", "images"]]
+    summary_json = []
+    for entry in result.entries:
+        for condition in result.conditions:
+            m = result.cell(entry, condition)
+            summary_rows.append(
+                [entry.label, condition, f"{m.psnr:.4f}", f"{m.ssim:.6f}", f"{m.lpips:.6f}", m.images]
+            )
+            summary_json.append({"model": entry.label, "condition": condition, **_means_json(m)})
+    image_rows: list[list[Any]] = [["image", "model", "condition", "psnr_y_db", "ssim_y", "lpips_alex"]]
+    image_json = []
+    for entry in result.entries:
+        for m in result.measurements.get(entry.key, []):
+            image_rows.append(
+                [m.image, entry.label, m.condition, f"{m.psnr:.4f}", f"{m.ssim:.6f}", f"{m.lpips:.6f}"]
+            )
+            image_json.append(
+                {
+                    "image": m.image,
+                    "model": entry.label,
+                    "condition": m.condition,
+                    "psnr": _json_number(m.psnr),
+                    "ssim": _json_number(m.ssim),
+                    "lpips": _json_number(m.lpips),
+                }
+            )
+    document = {
+        "settings": result.settings,
+        "models": [_entry_json(e) for e in result.entries],
+        "conditions": result.conditions,
+        "images": result.images,
+        "summary": summary_json,
+        "per_image": image_json,
+    }
+    return [
+        _atomic_write(out / "results.md", _markdown(result).encode()),
+        _atomic_write(out / "results.csv", _csv(summary_rows)),
+        _atomic_write(out / "per_image.csv", _csv(image_rows)),
+        _atomic_write(
+            out / "results.json", (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode()
+        ),
+    ]
+
+
+def _sweep_series(result: EvaluationResult) -> dict[str, list[ModelEntry]]:
+    """Sweep entries grouped by source, in sigma order."""
+    series: dict[str, list[ModelEntry]] = {}
+    for entry in result.sweep:
+        series.setdefault(entry.source, []).append(entry)
+    for entries in series.values():
+        entries.sort(key=lambda e: e.sigma or 0.0)
+    return series
+
+
+def write_sweep(result: EvaluationResult, out_dir: str | Path) -> list[Path]:
+    """Write the sigma sweep: ``sigma_sweep.md``, ``sigma_sweep.csv`` and ``sigma_sweep.png``.
+
+    Args:
+        result: an evaluation run with ``sweep_sigmas``.
+        out_dir: the folder (created if needed).
+
+    Returns:
+        The paths written (nothing when the result holds no sweep).
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed (``certsr-rt[train]``).
+    """
+    if not result.sweep:
+        return []
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    series = _sweep_series(result)
+    rows: list[list[Any]] = [["model", "condition", "sigma", "samples", "lpips_alex", "psnr_y_db", "ssim_y"]]
+    lines = [
+        "# LPIPS against sigma",
+        "",
+        f"Mean LPIPS-alex over {len(result.images)} images (lower is better) of median randomized smoothing "
+        "at each sigma; sigma 0 is the plain generator. Attacks are crafted against the plain generator "
+        "(white-box on the base model). The best sigma per column is in bold.",
+        "",
+    ]
+    for source, entries in series.items():
+        sample_counts = sorted({e.samples for e in entries if e.smoothed})
+        n_text = f", n = {sample_counts[0]}" if len(sample_counts) == 1 else ""
+        lines += [f"## {default_label(source, None, 1)} (`{source}`{n_text})", ""]
+        lines.append("| sigma | " + " | ".join(result.conditions) + " |")
+        lines.append("|---|" + "---|" * len(result.conditions))
+        values = {(e.key, c): result.cell(e, c) for e in entries for c in result.conditions}
+        best = {}
+        for c in result.conditions:
+            finite = [e for e in entries if math.isfinite(values[(e.key, c)].lpips)]
+            if finite:
+                best[c] = min(finite, key=lambda e, c=c: values[(e.key, c)].lpips).key
+        for e in entries:
+            cells = []
+            for c in result.conditions:
+                m = values[(e.key, c)]
+                text = _fmt(m.lpips, 4)
+                cells.append(f"**{text}**" if best.get(c) == e.key else text)
+                rows.append(
+                    [
+                        source,
+                        c,
+                        f"{e.sigma or 0.0:g}",
+                        e.samples,
+                        f"{m.lpips:.6f}",
+                        f"{m.psnr:.4f}",
+                        f"{m.ssim:.6f}",
+                    ]
+                )
+            lines.append(f"| {e.sigma or 0.0:g} | " + " | ".join(cells) + " |")
+        chosen = ", ".join(
+            f"{c}: {next(x.sigma or 0.0 for x in entries if x.key == best[c]):g}"
+            for c in result.conditions
+            if c in best
+        )
+        lines += ["", f"Lowest LPIPS at sigma = {chosen}.", ""]
+    png = out / "sigma_sweep.png"
+    _plot_sweep(result, series, png)
+    return [
+        _atomic_write(out / "sigma_sweep.md", ("\n".join(lines)).encode()),
+        _atomic_write(out / "sigma_sweep.csv", _csv(rows)),
+        png,
+    ]
+
+
+def _plot_sweep(result: EvaluationResult, series: dict[str, list[ModelEntry]], path: Path) -> None:
+    """One panel per model, LPIPS against sigma, one line per condition, the minimum of each line marked."""
+    require("matplotlib", "train", "the sigma-sweep plot")
+    # The object-oriented API with the Agg canvas: no pyplot global state, no backend switching.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = len(series)
+    figure = Figure(figsize=(5.5 * panels, 4.0), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, panels, squeeze=False)[0]
+    for ax, (source, entries) in zip(axes, series.items(), strict=True):
+        sigmas = [e.sigma or 0.0 for e in entries]
+        for condition in result.conditions:
+            lpips = [result.cell(e, condition).lpips for e in entries]
+            (line,) = ax.plot(sigmas, lpips, marker="o", markersize=3, label=condition)
+            finite = [(v, s) for v, s in zip(lpips, sigmas, strict=True) if math.isfinite(v)]
+            if finite:
+                v, s = min(finite)
+                ax.plot([s], [v], marker="*", markersize=12, color=line.get_color())
+        ax.set_title(default_label(source, None, 1), fontsize=10)
+        ax.set_xlabel("σ (noise std, [0, 1] units)")
+        ax.set_ylabel("LPIPS-alex (lower is better)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    _atomic_write(path, buffer.getvalue())

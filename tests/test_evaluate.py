@@ -1,0 +1,338 @@
+"""``certsr-rt evaluate``: model specs, image pairing, the evaluation loop, the report and the sweep."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from certsr_rt.errors import InputError
+from certsr_rt.evaluation import (
+    DEFAULT_CONDITIONS,
+    ModelEntry,
+    bicubic_downscale,
+    evaluate,
+    load_generators,
+    load_image_pairs,
+    parse_conditions,
+    parse_model_specs,
+    render_table,
+    write_report,
+    write_sweep,
+)
+from certsr_rt.evaluation import runner as runner_module
+from certsr_rt.losses import SRLoss, vgg_layer_names
+from certsr_rt.metrics import LPIPSMetric
+
+ALL_CONDITIONS = ["clean", "noisy", "blurry", "jpeg", "fgsm", "bim", "pgd", "cw"]
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    bgr = array[:, :, ::-1] if array.ndim == 3 else array
+    assert cv2.imwrite(str(path), np.ascontiguousarray(bgr))
+
+
+@pytest.fixture
+def hr_dir(tmp_path: Path) -> Path:
+    """Three smooth 66 x 64 HR images (66 is not a multiple of 4: mod-crop to 64), one grayscale."""
+    folder = tmp_path / "HR"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        small = rng.integers(0, 256, size=(9, 8, 3), dtype=np.uint8)
+        image = cv2.resize(small, (64, 66), interpolation=cv2.INTER_CUBIC)
+        write_png(folder / f"img_{i:03d}.png", image[:, :, 0] if i == 2 else image)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def lpips_metric() -> LPIPSMetric:
+    return LPIPSMetric()
+
+
+# ------------------------------------------------------------------------------------------ model specs
+def test_parse_model_specs() -> None:
+    entries = parse_model_specs(
+        "realesrgan-x4plus, realesrgan-x4plus@sigma=0.03:n=11, ckpt/run@1.pth@sigma=0.06:label=CertSR, "
+        "tiny-srvgg@n=5, tiny-rrdbnet@sigma=0, bicubic"
+    )
+    assert entries[0] == ModelEntry("realesrgan-x4plus", None, 1, "realesrgan-x4plus")
+    assert entries[1] == ModelEntry("realesrgan-x4plus", 0.03, 11, "realesrgan-x4plus MRS σ=0.03 n=11")
+    assert (entries[2].source, entries[2].sigma, entries[2].samples, entries[2].label) == (
+        "ckpt/run@1.pth",
+        0.06,
+        21,
+        "CertSR",
+    )
+    assert entries[3].use_default_sigma and entries[3].samples == 5 and entries[3].smoothed
+    assert not entries[4].smoothed and entries[4].samples == 1
+    assert entries[5].source == "bicubic"
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("", "at least one"),
+        ("m@sigma=abc", "sigma must be a number"),
+        ("m@sigma=2", r"in \[0, 1\]"),
+        ("m@n=0", "n must be >= 1"),
+        ("m@foo=1", "options after '@'"),
+        ("bicubic@sigma=0.1", "bicubic"),
+        ("m,m", "same label"),
+    ],
+)
+def test_parse_model_specs_errors(text: str, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        parse_model_specs(text)
+
+
+def test_parse_conditions() -> None:
+    assert parse_conditions("clean, PGD,clean") == ["clean", "pgd"]
+    assert list(DEFAULT_CONDITIONS) == ["clean", "noisy", "blurry", "fgsm", "bim", "pgd", "cw"]
+    with pytest.raises(InputError, match="unknown condition 'rain'"):
+        parse_conditions("clean,rain")
+
+
+# ----------------------------------------------------------------------------------------------- images
+def test_load_pairs_bicubic_modcrop_gray_limit_crop(hr_dir: Path) -> None:
+    pairs = load_image_pairs(hr_dir)
+    assert [p.name for p in pairs] == ["img_000", "img_001", "img_002"]
+    for p in pairs:
+        assert p.hr.shape == (1, 3, 64, 64) and p.lr.shape == (1, 3, 16, 16)
+        torch.testing.assert_close(p.lr, bicubic_downscale(p.hr, 4))
+    gray = pairs[2].hr
+    torch.testing.assert_close(gray[:, 0], gray[:, 1])
+    cropped = load_image_pairs(hr_dir, limit=1, crop=6)
+    assert len(cropped) == 1 and cropped[0].lr.shape == (1, 3, 6, 6) and cropped[0].hr.shape == (1, 3, 24, 24)
+    torch.testing.assert_close(cropped[0].hr, pairs[0].hr[:, :, 20:44, 20:44])
+
+
+def test_load_pairs_with_lr_folder(tmp_path: Path, hr_dir: Path) -> None:
+    lr_dir = tmp_path / "LR"
+    lr_dir.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):  # DIV2K naming: 0801.png <-> 0801x4.png
+        write_png(lr_dir / f"img_{i:03d}x4.png", rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8))
+    pairs = load_image_pairs(hr_dir, lr_dir)
+    assert [p.lr.shape for p in pairs] == [(1, 3, 16, 16)] * 3
+    write_png(lr_dir / "img_000x4.png", np.zeros((15, 16, 3), np.uint8))
+    with pytest.raises(InputError, match="expected HR = 4 x LR"):
+        load_image_pairs(hr_dir, lr_dir)
+    write_png(lr_dir / "img_000x4.png", np.zeros((16, 16, 3), np.uint8))
+    (lr_dir / "img_001x4.png").unlink()
+    with pytest.raises(InputError, match="no LR image for img_001.png"):
+        load_image_pairs(hr_dir, lr_dir)
+    with pytest.raises(InputError, match="not a directory"):
+        load_image_pairs(tmp_path / "nowhere")
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+SPECS = "tiny-srvgg,tiny-srvgg@sigma=0.05:n=3,tiny-rrdbnet,bicubic"
+
+
+def run_tiny(hr_dir: Path, lpips_metric: LPIPSMetric, conditions=ALL_CONDITIONS, **kwargs):  # noqa: ANN001, ANN201
+    entries = parse_model_specs(SPECS)
+    generators = load_generators(entries, "cpu")
+    pairs = load_image_pairs(hr_dir, limit=2)
+    return evaluate(
+        entries,
+        pairs,
+        conditions,
+        generators=generators,
+        attack_loss=SRLoss(None),
+        lpips_metric=lpips_metric,
+        **kwargs,
+    )
+
+
+def test_evaluate_fills_every_cell_and_writes_the_report(
+    tmp_path: Path, hr_dir: Path, lpips_metric: LPIPSMetric
+) -> None:
+    calls = []
+    result = run_tiny(hr_dir, lpips_metric, progress=lambda done, total, what: calls.append((done, total)))
+    assert [e.label for e in result.entries] == [
+        "tiny-srvgg",
+        "tiny-srvgg MRS σ=0.05 n=3",
+        "tiny-rrdbnet",
+        "bicubic",
+    ]
+    total = 2 * 4 * len(ALL_CONDITIONS)
+    assert calls[-1] == (total, total) and len(calls) == total
+    for entry in result.entries:
+        for condition in ALL_CONDITIONS:
+            cell = result.cell(entry, condition)
+            assert cell.images == 2
+            assert math.isfinite(cell.psnr) and 0 < cell.ssim <= 1 and 0 <= cell.lpips < 1.5
+    bicubic = result.entries[3]
+    for attack in ("fgsm", "bim", "pgd"):
+        assert result.cell(bicubic, attack).psnr < result.cell(bicubic, "clean").psnr - 0.5
+
+    written = write_report(result, tmp_path / "out")
+    assert {p.name for p in written} == {"results.md", "results.csv", "per_image.csv", "results.json"}
+    table = render_table(result)
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| model")]
+    assert len(rows) == 4 and all(row.count(" / ") == 2 * len(ALL_CONDITIONS) for row in rows)
+    assert "n/a" not in table
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert table in markdown and "white-box against the base generator" in markdown
+    with open(tmp_path / "out" / "results.csv", newline="") as f:
+        summary = list(csv.DictReader(f))
+    assert len(summary) == 4 * len(ALL_CONDITIONS)
+    assert all(float(row["psnr_y_db"]) > 0 and row["images"] == "2" for row in summary)
+    with open(tmp_path / "out" / "per_image.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 2 * 4 * len(ALL_CONDITIONS)
+    document = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(document["summary"]) == 4 * len(ALL_CONDITIONS)
+    assert document["settings"]["conditions"]["pgd"] == "PGD eps=10/255, 10 steps of 2/255, random start"
+    assert "Y channel" in document["settings"]["metrics"]["psnr"]
+    assert document["models"][1]["smoothing"] == {"sigma": 0.05, "samples": 3}
+
+
+def test_attacks_are_crafted_once_per_base_generator(
+    monkeypatch: pytest.MonkeyPatch, hr_dir: Path, lpips_metric: LPIPSMetric
+) -> None:
+    crafted = []
+    original = runner_module.run_attack
+
+    def counting(config, model, x, hr, loss_fn, *, generator=None):  # noqa: ANN001, ANN202
+        crafted.append((config.method, getattr(model, "name", "")))
+        return original(config, model, x, hr, loss_fn, generator=generator)
+
+    monkeypatch.setattr(runner_module, "run_attack", counting)
+    run_tiny(hr_dir, lpips_metric, conditions=["clean", "fgsm"])
+    # 2 images x 3 base generators (tiny-srvgg serves both its plain and its MRS entry).
+    assert sorted(crafted) == sorted([("fgsm", n) for n in ("tiny-srvgg", "tiny-rrdbnet", "bicubic")] * 2)
+
+
+def test_evaluate_is_reproducible(hr_dir: Path, lpips_metric: LPIPSMetric) -> None:
+    a = run_tiny(hr_dir, lpips_metric, conditions=["noisy", "pgd"], seed=3)
+    b = run_tiny(hr_dir, lpips_metric, conditions=["noisy", "pgd"], seed=3)
+    assert a.measurements == b.measurements
+
+
+def test_evaluate_errors(hr_dir: Path, lpips_metric: LPIPSMetric) -> None:
+    entries = parse_model_specs("tiny-srvgg")
+    generators = load_generators(entries, "cpu")
+    pairs = load_image_pairs(hr_dir, limit=1)
+    with pytest.raises(InputError, match="attack loss"):
+        evaluate(entries, pairs, ["fgsm"], generators=generators, lpips_metric=lpips_metric)
+    default = parse_model_specs("tiny-srvgg@sigma=default")
+    generators_no_sigma = {"tiny-srvgg": _without_sigma(generators["tiny-srvgg"])}
+    with pytest.raises(InputError, match="carries no recommended sigma"):
+        evaluate(default, pairs, ["clean"], generators=generators_no_sigma, lpips_metric=lpips_metric)
+    with pytest.raises(InputError, match="no loaded model"):
+        evaluate(
+            parse_model_specs("bicubic"), pairs, ["clean"], generators=generators, lpips_metric=lpips_metric
+        )
+
+
+def _without_sigma(model):  # noqa: ANN001, ANN202
+    import dataclasses
+
+    return dataclasses.replace(model, default_sigma=None)
+
+
+def test_sigma_sweep_writes_plot_and_table(tmp_path: Path, hr_dir: Path, lpips_metric: LPIPSMetric) -> None:
+    result = run_tiny(
+        hr_dir, lpips_metric, conditions=["clean", "noisy"], sweep_sigmas=[0.0, 0.05], sweep_samples=3
+    )
+    # The sweep's sigma-0.05 n=3 run is the table's MRS entry: computed once, shared.
+    assert len(result.measurements) == 4 + 1  # 4 table rows + tiny-rrdbnet at 0.05
+    written = write_sweep(result, tmp_path / "sweep")
+    assert {p.name for p in written} == {"sigma_sweep.md", "sigma_sweep.csv", "sigma_sweep.png"}
+    assert (tmp_path / "sweep" / "sigma_sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (tmp_path / "sweep" / "sigma_sweep.md").read_text()
+    assert "## tiny-srvgg" in markdown and "## tiny-rrdbnet" in markdown and "bicubic" not in markdown
+    with open(tmp_path / "sweep" / "sigma_sweep.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 2 * 2  # 2 generators x 2 sigmas x 2 conditions
+    assert all(math.isfinite(float(r["lpips_alex"])) for r in rows)
+    assert write_sweep(run_tiny(hr_dir, lpips_metric, conditions=["clean"]), tmp_path / "none") == []
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+@pytest.fixture
+def cli() -> typer.Typer:
+    from certsr_rt.cli.app import guarded
+    from certsr_rt.cli.evaluate import evaluate_command
+
+    app = typer.Typer()
+    app.command("evaluate")(guarded(evaluate_command))  # as the real app registers it
+
+    @app.callback()
+    def _root() -> None:
+        """Test app."""
+
+    return app
+
+
+def test_cli_writes_table_with_every_cell(tmp_path: Path, hr_dir: Path, cli: typer.Typer) -> None:
+    # A narrow random VGG16 features file stands in for the ImageNet one: same code path, milliseconds.
+    gen = torch.Generator().manual_seed(0)
+    state, in_ch = {}, 3
+    for i, name in enumerate(vgg_layer_names("vgg16")):
+        if name.startswith("conv"):
+            state[f"features.{i}.weight"] = torch.randn(4, in_ch, 3, 3, generator=gen) * 0.3
+            state[f"features.{i}.bias"] = torch.zeros(4)
+            in_ch = 4
+    vgg = tmp_path / "vgg.pth"
+    torch.save(state, vgg)
+    out = tmp_path / "out"
+    args = [
+        "evaluate",
+        "--models",
+        "tiny-srvgg,tiny-srvgg@sigma=0.05:n=3",
+        "--hr",
+        str(hr_dir),
+        "--conditions",
+        "clean,noisy,blurry,fgsm,bim,pgd,cw",
+        "--limit",
+        "2",
+        "--crop",
+        "12",
+        "--perceptual-weights",
+        str(vgg),
+        "--attack-steps",
+        "2",
+        "--sigma-sweep",
+        "0,0.05",
+        "--sweep-samples",
+        "3",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "-o",
+        str(out),
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    for name in ("results.md", "results.csv", "per_image.csv", "results.json", "sigma_sweep.png"):
+        assert (out / name).is_file(), name
+    document = json.loads((out / "results.json").read_text())
+    assert len(document["summary"]) == 2 * 7
+    assert all(cell["psnr"] is not None and cell["lpips"] is not None for cell in document["summary"])
+    assert "vgg16" in document["settings"]["attack_loss"]
+    assert document["settings"]["conditions"]["bim"].startswith("BIM eps=10/255, 2 steps")
+    assert "--crop 12" in document["settings"]["command"]
+
+
+def test_cli_reports_bad_options_as_certsr_errors(tmp_path: Path, hr_dir: Path, cli: typer.Typer) -> None:
+    result = CliRunner().invoke(
+        cli, ["evaluate", "-m", "tiny-srvgg", "--hr", str(hr_dir), "-c", "clean,fog", "-o", str(tmp_path)]
+    )
+    assert result.exit_code == 1
+    assert "error: unknown condition 'fog'" in result.output
+    result = CliRunner().invoke(
+        cli, ["evaluate", "-m", "tiny-srvgg@sigma=x", "--hr", str(hr_dir), "-o", str(tmp_path)]
+    )
+    assert result.exit_code == 1 and "sigma must be a number" in result.output
+    result = CliRunner().invoke(cli, ["evaluate", "-m", "tiny-srvgg", "--hr", str(hr_dir)])
+    assert result.exit_code == 2  # usage error: -o is required
