@@ -228,6 +228,15 @@ def test_evaluate_errors(hr_dir: Path, lpips_metric: LPIPSMetric) -> None:
     generators_no_sigma = {"tiny-srvgg": _without_sigma(generators["tiny-srvgg"])}
     with pytest.raises(InputError, match="carries no recommended sigma"):
         evaluate(default, pairs, ["clean"], generators=generators_no_sigma, lpips_metric=lpips_metric)
+    with pytest.raises(InputError, match="sigma sweep needs at least one generator"):
+        evaluate(
+            parse_model_specs("bicubic"),
+            pairs,
+            ["clean"],
+            generators=load_generators(parse_model_specs("bicubic"), "cpu"),
+            sweep_sigmas=[0.0, 0.03],
+            lpips_metric=lpips_metric,
+        )
     with pytest.raises(InputError, match="no loaded model"):
         evaluate(
             parse_model_specs("bicubic"), pairs, ["clean"], generators=generators, lpips_metric=lpips_metric

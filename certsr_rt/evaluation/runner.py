@@ -364,6 +364,8 @@ def evaluate(
             raise InputError(f"no loaded model for {entry.source!r}")
     table = _resolve(entries, generators)
     sweep = sweep_entries(table, sweep_sigmas, sweep_samples)
+    if sweep_sigmas and not sweep:
+        raise InputError("a sigma sweep needs at least one generator in --models (bicubic has no sigma)")
     scales = {generators[e.source].scale for e in table}
     if len(scales) != 1:
         raise InputError(f"all models must have the same scale, got scales {sorted(scales)}")
