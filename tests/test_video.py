@@ -222,6 +222,7 @@ def test_writer_with_no_frames_leaves_nothing(tmp_path: Path) -> None:
         ("mkv", "libopus", "webm", "copied (opus)"),
         ("mp4", "aac", "webm", "re-encoded (aac -> opus)"),
         ("mp4", "aac", "avi", "re-encoded (aac -> mp3)"),
+        ("mov", "pcm_s16le", "mp4", "re-encoded (pcm_s16le -> aac)"),
     ],
 )
 def test_upscale_video_keeps_frames_fps_and_audio(

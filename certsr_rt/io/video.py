@@ -486,9 +486,12 @@ class VideoWriter:
                 )
             target = _AUDIO_FALLBACK[ext]
             rate = int(src.codec_context.sample_rate)
-            if target == "libopus" and rate not in (8000, 12000, 16000, 24000, 48000):
-                rate = 48000
+            rates = _av().codec.Codec(target, "w").audio_rates
+            if rates and rate not in rates:
+                rate = 48000 if 48000 in rates else max(rates)
             self._audio_out = self._container.add_stream(target, rate=rate)
+            # More than two channels are downmixed to stereo: MP3 cannot hold them, and Opus would need an
+            # explicit channel mapping.
             layout = src.codec_context.layout
             self._audio_out.codec_context.layout = layout if layout.nb_channels <= 2 else "stereo"
             self._audio_out.codec_context.bit_rate = 192_000
