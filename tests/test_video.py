@@ -372,26 +372,21 @@ def test_bad_outputs_are_refused_before_any_work(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
 
 
-def test_memory_stays_bounded_over_a_long_clip(tmp_path: Path) -> None:
+def test_memory_stays_bounded_over_a_long_clip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """300 frames through decode -> stream -> encode: frames in flight stay below the stream's bound."""
     from certsr_rt.runtime import stream as stream_module
 
     clip = make_clip(tmp_path / "long.mp4", frames=300, audio=None, h=16, w=16)
-    seen: list[int] = []
+    made: list[stream_module.FrameStream] = []
     real = stream_module.upscale_stream
 
     def spy(*args: object, **kwargs: object) -> stream_module.FrameStream:
-        s = real(*args, **kwargs)  # type: ignore[arg-type]
-        seen.append(id(s))
-        spy.stream = s  # type: ignore[attr-defined]
-        return s
+        made.append(real(*args, **kwargs))  # type: ignore[arg-type]
+        return made[-1]
 
-    stream_module.upscale_stream = spy  # type: ignore[assignment]
-    try:
-        upscale_video_file(clip, tmp_path / "long_x4.mp4", NearestX4(), quiet=True, queue_size=4)
-    finally:
-        stream_module.upscale_stream = real  # type: ignore[assignment]
-    s = spy.stream  # type: ignore[attr-defined]
+    monkeypatch.setattr(stream_module, "upscale_stream", spy)
+    upscale_video_file(clip, tmp_path / "long_x4.mp4", NearestX4(), quiet=True, queue_size=4)
+    (s,) = made
     assert s.stats.frames_out == 300
     assert s.stats.max_frames_in_flight <= s.max_frames_in_flight == 11
     assert count_frames(tmp_path / "long_x4.mp4") == 300
