@@ -44,11 +44,17 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _register() -> None:
+    from certsr_rt.cli.evaluate import evaluate_command
+    from certsr_rt.cli.export import export_command
     from certsr_rt.cli.models import models_command
+    from certsr_rt.cli.train import train_command
     from certsr_rt.cli.upscale import upscale_command
 
     app.command("upscale")(guarded(upscale_command))
+    app.command("export")(guarded(export_command))
     app.command("models")(guarded(models_command))
+    app.command("train")(guarded(train_command))
+    app.command("evaluate")(guarded(evaluate_command))
 
 
 _register()

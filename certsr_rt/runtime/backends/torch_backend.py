@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 
 import torch
@@ -43,18 +45,32 @@ class TorchBackend(Backend):
         self.model = model
         self.channels_last = channels_last and device.type == "cuda"
         self.fell_back_to_fp32 = False
+        self._half = None
 
     def _activate_impl(self) -> None:
-        self.model.module.to(self.device, _DTYPES[self.precision]).eval()
+        self.model.to(self.device)
+        self.model.module.eval()
+        # Half precision runs on a private copy: the SRModel is shared (attacks, training, other backends)
+        # and must stay fp32.
+        self._half = None
+        if self.precision != "fp32":
+            half = copy.deepcopy(self.model.module).to(dtype=_DTYPES[self.precision])
+            self._half = dataclasses.replace(self.model, module=half)
         if self.channels_last:
-            self.model.module.to(memory_format=torch.channels_last)
+            for m in (self.model, self._half):
+                if m is not None:
+                    m.module.to(memory_format=torch.channels_last)
+
+    def _deactivate_impl(self) -> None:
+        self._half = None
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = _DTYPES[self.precision]
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            return self.model(x.to(dtype)).float()
+            if self.precision == "fp32":
+                return self.model(x)
+            return self._half(x.to(_DTYPES[self.precision])).float()
 
     def _infer_impl(self, x: torch.Tensor) -> torch.Tensor:
         out = self._run(x)
@@ -62,6 +78,6 @@ class TorchBackend(Backend):
             log.warning("%s produced non-finite values; recomputing in fp32 from now on", self.precision)
             self.precision = "fp32"
             self.fell_back_to_fp32 = True
-            self.model.module.float()
+            self._half = None
             out = self._run(x)
         return out.contiguous()
