@@ -136,6 +136,14 @@ def upscale_command(
     precision: Annotated[
         PrecisionChoice, typer.Option(case_sensitive=False, help="Model precision (half precisions on CUDA).")
     ] = PrecisionChoice.auto,
+    fresh_noise: Annotated[
+        bool,
+        typer.Option(
+            "--fresh-noise",
+            help="Videos: draw new noise for every frame. Default: the same noise field for every frame, "
+            "so static regions do not flicker.",
+        ),
+    ] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no informational lines; errors only.")
     ] = False,
@@ -149,7 +157,7 @@ def upscale_command(
     saved_propagate = pkg_logger.propagate
     pkg_logger.addHandler(log_handler)
     pkg_logger.propagate = False
-    run = _Run(quiet=quiet)
+    run = _Run(quiet=quiet, fresh_noise=fresh_noise)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
@@ -283,8 +291,9 @@ class _BatchProgress:
 class _Run:
     """State of one ``upscale`` invocation (counts survive a Ctrl-C for the final line)."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, quiet: bool, fresh_noise: bool = False) -> None:
         self.quiet = quiet
+        self.fresh_noise = fresh_noise
         self.total = 0
         self.finished = 0
         self.failed = 0
@@ -540,4 +549,6 @@ class _Run:
             _err(f"warning: {source}: --bounds applies to images only; no bound videos are written")
         tracker.start(index, n_inputs, source.name, None, video=True)
         # The video module prints its own "wrote ..." summary (frames, fps, codec, audio) unless quiet.
-        upscale_video_file(source, target, upscaler, progress=tracker.on_frames, quiet=self.quiet)
+        upscale_video_file(
+            source, target, upscaler, fresh_noise=self.fresh_noise, progress=tracker.on_frames, quiet=self.quiet
+        )
