@@ -298,7 +298,16 @@ def test_video_is_routed_to_the_video_module(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setitem(sys.modules, "certsr_rt.cli.upscale_video", fake)
     clip = tmp_path / "clip.mkv"
     clip.write_bytes(b"\x00")
-XX
+    result = _invoke(clip, *FAST)
+    assert result.exit_code == 0, result.output
+    ((source, target, upscaler, progress, fresh_noise),) = calls
+    assert source == clip and target == tmp_path / "clip_x4.mkv"
+    assert type(upscaler).__name__ == "Upscaler" and callable(progress)
+    assert target.read_bytes() == b"video"
+    assert fresh_noise is False
+    target.unlink()
+    assert _invoke(clip, *FAST, "--fresh-noise").exit_code == 0
+    assert calls[-1][4] is True
 
 
 def test_real_video(tmp_path: Path) -> None:
