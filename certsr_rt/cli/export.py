@@ -1,0 +1,112 @@
+"""``certsr-rt export``: a validated ONNX file, and optionally a TensorRT engine for this GPU."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def _load_model(name_or_path: str) -> Any:
+    from certsr_rt.models import load_model
+
+    return load_model(name_or_path, device="cpu")
+
+
+def export_command(
+    model: Annotated[
+        str, typer.Argument(help="Checkpoint (.pth/.pt/.safetensors) or registered model name.")
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="ONNX file [default: ./<model>[-fp16].onnx]."),
+    ] = None,
+    fp16: Annotated[
+        bool, typer.Option("--fp16", help="Export in half precision (float32 I/O, casts inside).")
+    ] = False,
+    opset: Annotated[int, typer.Option("--opset", min=18, help="ONNX opset.")] = 18,
+    samples: Annotated[
+        int,
+        typer.Option(
+            "--samples", min=1, help="Default number of smoothing samples recorded in the metadata."
+        ),
+    ] = 21,
+    engine: Annotated[
+        bool,
+        typer.Option("--engine", help="Also build a TensorRT engine for this GPU (cached)."),
+    ] = False,
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", min=1, help="Largest batch the engine accepts (samples per chunk).")
+    ] = 21,
+    max_size: Annotated[
+        str, typer.Option("--max-size", help="Largest LR input HxW the engine accepts (tile + overlap).")
+    ] = "256x256",
+) -> None:
+    """Export a model to ONNX (dynamic batch/height/width, weights embedded, validated against torch).
+
+    Validation runs onnxruntime (CPU) and torch on random inputs at two sizes; the largest absolute
+    difference is printed and must be within 1e-4 (fp32) or 1e-2 (fp16, against the fp32 model), else the
+    command fails and writes nothing. With --engine, a TensorRT engine is built for this GPU and cached;
+    `certsr-rt upscale --backend tensorrt` with the same model then finds it.
+    """
+    from certsr_rt.export.onnx import cache_root, export_onnx, onnx_cache_path
+
+    trt: Any = None
+    if engine:
+        # Check what the engine build needs before spending time on the export.
+        import torch
+
+        from certsr_rt._deps import require
+        from certsr_rt.errors import BackendError
+        from certsr_rt.export.tensorrt import EngineCache, GpuInfo, ShapeProfile, parse_size, prepare_engine
+
+        height, width = parse_size(max_size)
+        trt = require("tensorrt", "trt", "building a TensorRT engine (--engine)")
+        if not torch.cuda.is_available():
+            raise BackendError(
+                "--engine needs a CUDA GPU (an engine is built for the GPU it runs on); none found"
+            )
+    loaded = _load_model(model)
+    target = output if output is not None else Path(f"{loaded.name}{'-fp16' if fp16 else ''}.onnx")
+    precision = "fp16" if fp16 else "fp32"
+    typer.echo(
+        f"exporting {loaded.name} ({loaded.architecture} x{loaded.scale}, {precision}, opset {opset}) ..."
+    )
+    report = export_onnx(loaded, target, fp16=fp16, opset=opset, default_samples=samples, validate=True)
+    assert report.validation is not None
+    typer.echo(f"validation (onnxruntime CPU vs torch fp32): {report.validation.summary()}")
+    size_mb = report.path.stat().st_size / 1e6
+    typer.echo(f"wrote {report.path} ({size_mb:.1f} MB, sha256 {report.sha256[:16]}, {report.seconds:.1f} s)")
+    if trt is None:
+        return
+
+    profile = ShapeProfile(
+        max_batch=max_batch, max_height=height, max_width=width, channels=loaded.in_channels
+    )
+    # Build from the copy in the ONNX cache so that the tensorrt backend, which looks engines up by the
+    # cached ONNX file's hash, finds this engine.
+    cached = onnx_cache_path(loaded, fp16=fp16, opset=opset)
+    if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.tmp")
+        shutil.copyfile(report.path, tmp)
+        tmp.replace(cached)
+    gpu = GpuInfo.of(torch.device("cuda"))
+    typer.echo(f"building TensorRT {trt.__version__} engine for {gpu.describe()} ({profile.describe()}) ...")
+    path, _ = prepare_engine(
+        trt,
+        cached,
+        precision=report.metadata.precision,
+        profile=profile,
+        gpu=gpu,
+        cache=EngineCache(cache_root() / "tensorrt"),
+        model={
+            "name": loaded.name,
+            "scale": loaded.scale,
+            "in_channels": loaded.in_channels,
+            "out_channels": loaded.out_channels,
+        },
+    )
+    typer.echo(f"engine: {path}")
