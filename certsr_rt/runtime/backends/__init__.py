@@ -1,0 +1,129 @@
+"""Runtime backends behind one interface (:class:`Backend`), and the factory the upscaler uses.
+
+Importing this package imports no optional library: each backend module imports its library when a backend
+is created, and a missing one raises :class:`~certsr_rt.errors.MissingDependencyError` naming the extra.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from certsr_rt.errors import CertSRError, InputError
+from certsr_rt.runtime.backends.base import Backend
+
+__all__ = ["BACKEND_NAMES", "Backend", "available_backends", "create_backend", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+BACKEND_NAMES = ("auto", "torch", "onnxruntime", "tensorrt")
+"""Names accepted by :func:`create_backend` (and ``certsr-rt upscale --backend``)."""
+
+
+def resolve_device(device: torch.device | str) -> torch.device:
+    """``"auto"`` -> the current CUDA device when one is available, else CPU; anything else as given."""
+    if str(device) == "auto":
+        return (
+            torch.device("cuda", torch.cuda.current_device())
+            if torch.cuda.is_available()
+            else torch.device("cpu")
+        )
+    return torch.device(device)
+
+
+def _installed(module: str) -> bool:
+    # find_spec looks the module up without importing it (STYLE.md point 4).
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def available_backends(device: torch.device | str = "auto") -> list[str]:
+    """Backends that can run on ``device`` here, fastest first (the order ``auto`` tries them in).
+
+    CUDA: tensorrt (if installed), onnxruntime (if it has the CUDA provider), torch.
+    CPU: onnxruntime (if installed; faster than torch eager on CPU, see ``benchmarks/results``), torch.
+
+    Args:
+        device: ``cpu``, a CUDA device or ``auto``.
+
+    Returns:
+        Backend names.
+    """
+    dev = resolve_device(device)
+    names = []
+    if dev.type == "cuda":
+        if _installed("tensorrt"):
+            names.append("tensorrt")
+        if _installed("onnxruntime"):
+            from certsr_rt.runtime.backends.onnxruntime_backend import onnxruntime_has_cuda
+
+            if onnxruntime_has_cuda():
+                names.append("onnxruntime")
+    elif _installed("onnxruntime"):
+        names.append("onnxruntime")
+    names.append("torch")
+    return names
+
+
+def _create(name: str, model: Any, device: torch.device, precision: str, options: dict[str, Any]) -> Backend:
+    if name == "torch":
+        if isinstance(model, (str, Path)):
+            raise InputError(
+                f"the torch backend needs a loaded model, not the file {model}; use onnxruntime or tensorrt"
+            )
+        from certsr_rt.runtime.backends.torch_backend import TorchBackend
+
+        return TorchBackend(model, device=device, precision=precision, **options)
+    if name == "onnxruntime":
+        from certsr_rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(model, device=device, precision=precision, **options)
+    if name == "tensorrt":
+        from certsr_rt.runtime.backends.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(model, device=device, precision=precision, **options)
+    raise InputError(f"Expected a backend in {', '.join(BACKEND_NAMES)}, but got {name!r}")
+
+
+def create_backend(
+    name: str, model: Any, device: torch.device | str = "auto", precision: str = "auto", **options: Any
+) -> Backend:
+    """Create a backend by name.
+
+    Args:
+        name: ``torch``, ``onnxruntime``, ``tensorrt`` or ``auto`` (the first of
+            :func:`available_backends` that can be created for this model; a file path skips torch).
+        model: an ``SRModel``; onnxruntime and tensorrt also take a certsr-rt ``.onnx`` path, tensorrt an
+            ``.engine`` path.
+        device: ``cpu``, a CUDA device or ``auto``.
+        precision: ``fp32``, ``fp16``, ``bf16`` (torch on CUDA) or ``auto``.
+        **options: passed to the backend's constructor (e.g. ``cache_dir``, ``threads``, ``profile``).
+
+    Returns:
+        The backend, not yet activated.
+
+    Raises:
+        InputError: unknown name, or a combination the backend does not support.
+        MissingDependencyError: the named backend's library is not installed (names the extra).
+    """
+    dev = resolve_device(device)
+    if name != "auto":
+        return _create(name, model, dev, precision, options)
+    candidates = [b for b in available_backends(dev) if not (b == "torch" and isinstance(model, (str, Path)))]
+    errors = []
+    for candidate in candidates:
+        try:
+            backend = _create(candidate, model, dev, precision, options)
+        except CertSRError as exc:
+            errors.append(f"{candidate}: {exc}")
+            log.info("auto backend: skipping %s (%s)", candidate, exc)
+            continue
+        log.info("auto backend: using %s on %s", candidate, dev)
+        return backend
+    raise InputError(f"no backend can run this model on {dev}: " + "; ".join(errors or ["none installed"]))

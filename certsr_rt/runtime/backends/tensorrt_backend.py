@@ -1,0 +1,203 @@
+"""The TensorRT backend: a cached engine driven with torch-owned buffers on a non-default stream.
+
+UNTESTED HERE: no machine of this project can install TensorRT. The calls into TensorRT
+(``create_execution_context``, ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``) follow
+the documented TensorRT 10 API and have never run; the logic around them (argument checks, engine
+preparation, refusals) is tested with a fake ``tensorrt`` module.
+
+Memory and streams belong to torch (DESIGN.md: no pycuda): inputs and outputs are torch CUDA tensors
+(torch's allocator aligns them to 512 bytes, more than TensorRT's 256), the engine runs on a private
+``torch.cuda.Stream``, and the caller's current stream waits for it, so the median kernel launched next on
+the current stream sees the finished outputs without a host synchronisation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from certsr_rt._deps import require
+from certsr_rt.errors import BackendError, InputError
+from certsr_rt.export.tensorrt import (
+    EngineCache,
+    EngineKey,
+    GpuInfo,
+    ShapeProfile,
+    deserialize_engine,
+    prepare_engine,
+    read_engine_record,
+)
+from certsr_rt.runtime.backends.base import Backend
+
+__all__ = ["TensorRTBackend"]
+
+
+class TensorRTBackend(Backend):
+    """Runs a generator as a TensorRT engine (built on first use and cached).
+
+    Args:
+        model: an ``SRModel`` (exported to the ONNX cache, then built), the path of a certsr-rt ``.onnx``
+            export (built), or of a ``.engine`` built by ``certsr-rt export --engine`` (checked against
+            this GPU, TensorRT version and shape range before it is loaded).
+        device: a CUDA device.
+        precision: ``fp16``, ``fp32`` or ``auto`` (fp16 when the model supports it). Strongly typed
+            engines take their precision from the ONNX graph, so this picks the ONNX export.
+        profile: shapes the engine must accept (default batch <= 21, LR tiles up to 256x256).
+        cache_dir: cache root override (default ``$CERTSR_RT_CACHE`` or ``~/.cache/certsr-rt``).
+        trt_module: the ``tensorrt`` module to use (tests pass a fake); default ``import tensorrt``.
+
+    Raises:
+        MissingDependencyError: tensorrt is not installed (names the ``trt`` extra).
+        InputError: not a CUDA device, or an unsupported precision.
+    """
+
+    name = "tensorrt"
+
+    def __init__(
+        self,
+        model: Any,
+        device: torch.device | str = "cuda",
+        precision: str = "auto",
+        *,
+        profile: ShapeProfile | None = None,
+        cache_dir: str | Path | None = None,
+        trt_module: ModuleType | None = None,
+    ) -> None:
+        self.trt = (
+            trt_module if trt_module is not None else require("tensorrt", "trt", "the TensorRT backend")
+        )
+        from certsr_rt.export.onnx import cache_root, read_metadata
+
+        device = torch.device(device)
+        if device.type != "cuda":
+            raise InputError(f"Expected a CUDA device for TensorRT, but got {device}")
+        self.engine_path: Path | None = None
+        self.onnx_path: Path | None = None
+        self._model = None
+        if isinstance(model, (str, Path)):
+            path = Path(model)
+            if path.suffix == ".engine":
+                self.engine_path = path
+                recorded, info = read_engine_record(path)
+                file_precision = recorded.precision
+                scale, in_ch, out_ch = int(info["scale"]), int(info["in_channels"]), int(info["out_channels"])
+                self.model_name = str(info["name"])
+            else:
+                self.onnx_path = path
+                meta = read_metadata(path)
+                file_precision = meta.precision
+                scale, in_ch, out_ch = meta.scale, meta.in_channels, meta.out_channels
+                self.model_name = meta.name
+            if precision not in ("auto", file_precision):
+                raise InputError(f"{path} is an {file_precision} build, but precision {precision} was asked")
+            precision = file_precision
+        else:
+            self._model = model
+            self.model_name = str(model.name)
+            if precision == "auto":
+                precision = "fp16" if model.supports_half else "fp32"
+            scale, in_ch, out_ch = model.scale, model.in_channels, model.out_channels
+        if precision not in ("fp32", "fp16"):
+            raise InputError(f"Expected precision fp32, fp16 or auto for TensorRT, but got {precision!r}")
+        self.profile = profile if profile is not None else ShapeProfile(channels=in_ch)
+        if self.profile.channels != in_ch:
+            raise InputError(
+                f"Expected a shape profile with {in_ch} channels, but got {self.profile.channels}"
+            )
+        super().__init__(
+            device=device,
+            scale=scale,
+            in_channels=in_ch,
+            precision=precision,
+            max_batch=self.profile.max_batch,
+        )
+        self.out_channels = out_ch
+        self.cache_root = Path(cache_dir) if cache_dir is not None else cache_root()
+        self.engine: Any = None
+        self.context: Any = None
+        self._stream: torch.cuda.Stream | None = None
+
+    def _wanted_key(self, gpu: GpuInfo, onnx_sha256: str = "") -> EngineKey:
+        return EngineKey(
+            onnx_sha256=onnx_sha256,
+            precision=self.precision,
+            profile=self.profile,
+            tensorrt_version=str(self.trt.__version__),
+            gpu=gpu,
+        )
+
+    def _activate_impl(self) -> None:
+        from certsr_rt.export.onnx import cached_onnx
+
+        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        self.device = torch.device("cuda", index)
+        gpu = GpuInfo.of(self.device)
+        if self.engine_path is None:
+            if self.onnx_path is None:
+                self.onnx_path = cached_onnx(
+                    self._model, fp16=self.precision == "fp16", cache_dir=self.cache_root
+                )
+            self.engine_path, key = prepare_engine(
+                self.trt,
+                self.onnx_path,
+                precision=self.precision,
+                profile=self.profile,
+                gpu=gpu,
+                cache=EngineCache(self.cache_root / "tensorrt"),
+                model={
+                    "name": self.model_name,
+                    "scale": self.scale,
+                    "in_channels": self.in_channels,
+                    "out_channels": self.out_channels,
+                },
+            )
+        else:
+            key = self._wanted_key(gpu)
+        self.engine = deserialize_engine(self.trt, self.engine_path, key)
+        self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise BackendError(f"TensorRT could not create an execution context for {self.engine_path}")
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == self.trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self.engine.get_tensor_mode(n) == self.trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise BackendError(
+                f"expected an engine with 1 input and 1 output, got inputs {inputs}, outputs {outputs}"
+            )
+        self._input, self._output = inputs[0], outputs[0]
+        self._stream = torch.cuda.Stream(self.device)
+
+    def _deactivate_impl(self) -> None:
+        self.context = None
+        self.engine = None
+        self._stream = None
+
+    def _infer_impl(self, x: torch.Tensor) -> torch.Tensor:
+        self.profile.check(tuple(x.shape))
+        x = x.contiguous()
+        n, _, h, w = x.shape
+        out = torch.empty(
+            (n, self.out_channels, h * self.scale, w * self.scale), dtype=torch.float32, device=self.device
+        )
+        current = torch.cuda.current_stream(self.device)
+        stream = self._stream
+        assert stream is not None
+        stream.wait_stream(current)
+        with torch.cuda.stream(stream):
+            if not self.context.set_input_shape(self._input, tuple(x.shape)):
+                raise BackendError(
+                    f"TensorRT rejected input shape {tuple(x.shape)} ({self.profile.describe()})"
+                )
+            self.context.set_tensor_address(self._input, x.data_ptr())
+            self.context.set_tensor_address(self._output, out.data_ptr())
+            if not self.context.execute_async_v3(stream.cuda_stream):
+                raise BackendError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
+        # Both buffers were allocated on the current stream but are used on ours: keep them alive until
+        # our work is done, then make the current stream wait for it.
+        x.record_stream(stream)
+        out.record_stream(stream)
+        current.wait_stream(stream)
+        return out

@@ -1,0 +1,570 @@
+"""Backends behind one interface: onnxruntime vs torch, the factory, missing libraries, and the TensorRT
+logic that does not need TensorRT (profiles, engine cache keys, refusals, the build sequence) with a fake
+``tensorrt`` module."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from certsr_rt.errors import BackendError, CertSRError, InputError, MissingDependencyError
+from certsr_rt.export import tensorrt as trt_export
+from certsr_rt.export.tensorrt import EngineCache, EngineKey, GpuInfo, ShapeProfile
+from certsr_rt.models.rrdbnet import RRDBNet
+from certsr_rt.models.srvgg import SRVGGNetCompact
+from certsr_rt.runtime import backends
+from certsr_rt.runtime.backends.torch_backend import TorchBackend
+from certsr_rt.smoothing.aggregate import median
+from certsr_rt.smoothing.noise import gaussian_field
+
+
+@dataclasses.dataclass(eq=False)
+class StandIn:
+    """The fields of SRModel that the backends read (tests build tiny ones directly)."""
+
+    module: torch.nn.Module
+    name: str
+    architecture: str
+    hyperparameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    scale: int = 4
+    in_channels: int = 3
+    out_channels: int = 3
+    default_sigma: float | None = 0.03
+    sha256: str = "0" * 64
+    source: str = "generated"
+    supports_half: bool = True
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
+def tiny_rrdbnet(seed: int = 0) -> StandIn:
+    torch.manual_seed(seed)
+    hp = {"num_block": 1, "num_feat": 8, "num_grow_ch": 4}
+    return StandIn(RRDBNet(**hp).eval(), "tiny-rrdbnet", "RRDBNet", hp)
+
+
+def tiny_srvgg(seed: int = 0) -> StandIn:
+    torch.manual_seed(seed)
+    hp = {"num_feat": 8, "num_conv": 2}
+    return StandIn(SRVGGNetCompact(**hp).eval(), "tiny-srvgg", "SRVGGNetCompact", hp)
+
+
+ASSETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "assets" / "data"
+
+needs_ort = pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None,
+    reason="onnx/onnxruntime are not installed",
+)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory):
+    """One ONNX cache for the module, so each tiny model is exported once."""
+    root = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CERTSR_RT_CACHE", str(root))
+        yield root
+
+
+# ----------------------------------------------------------------------------- onnxruntime vs torch
+
+
+@needs_ort
+def test_onnxruntime_backend_equals_torch_backend(cache: Path) -> None:
+    from certsr_rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    model = tiny_rrdbnet()
+    x = torch.rand(5, 3, 13, 9, generator=torch.Generator().manual_seed(0))
+    with OnnxRuntimeBackend(model, "cpu", threads=1) as ort_backend:
+        assert (ort_backend.precision, ort_backend.scale, ort_backend.in_channels) == ("fp32", 4, 3)
+        got = ort_backend.infer(x)
+        assert ort_backend.onnx_path is not None and ort_backend.onnx_path.parent == cache / "onnx"
+    with TorchBackend(model, "cpu") as torch_backend:
+        expected = torch_backend.infer(x)
+    assert got.shape == expected.shape == (5, 3, 52, 36) and got.dtype == torch.float32
+    assert (got - expected).abs().max().item() <= 1e-4
+
+
+@needs_ort
+def test_onnxruntime_backend_from_an_exported_file(tmp_path: Path) -> None:
+    from certsr_rt.export.onnx import export_onnx
+    from certsr_rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    model = tiny_srvgg()
+    path = export_onnx(model, tmp_path / "m.onnx").path
+    backend = backends.create_backend("onnxruntime", path, "cpu", "auto")
+    assert isinstance(backend, OnnxRuntimeBackend)
+    assert (backend.scale, backend.in_channels, backend.precision) == (4, 3, "fp32")
+    x = torch.rand(2, 3, 6, 5)
+    with torch.inference_mode():
+        assert (backend.infer(x) - model.module(x)).abs().max().item() <= 1e-4
+    with pytest.raises(InputError, match="is an fp32 export, but precision fp16"):
+        backends.create_backend("onnxruntime", path, "cpu", "fp16")
+    with pytest.raises(InputError, match="needs a loaded model"):
+        backends.create_backend("torch", path, "cpu", "auto")
+
+
+@needs_ort
+def test_onnxruntime_backend_argument_errors() -> None:
+    with pytest.raises(InputError, match="fp16 needs a CUDA device"):
+        backends.create_backend("onnxruntime", tiny_srvgg(), "cpu", "fp16")
+    with pytest.raises(InputError, match="fp32, fp16 or auto for onnxruntime, but got 'bf16'"):
+        backends.create_backend("onnxruntime", tiny_srvgg(), "cpu", "bf16")
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(BackendError, match=r"CUDA execution provider.*certsr-rt\[gpu\]"):
+            backends.create_backend("onnxruntime", tiny_srvgg(), "cuda", "fp32")
+
+
+@needs_ort
+def test_same_smoothing_on_torch_and_onnxruntime_on_a_real_image(cache: Path) -> None:
+    """The median of 21 noisy forwards agrees across backends: the noise belongs to the project."""
+    cv2 = pytest.importorskip("cv2")
+    path = ASSETS / "Set5" / "LR_x4" / "img_001.png"
+    if not path.is_file():
+        pytest.skip("../shared/assets is not present")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)[:32, :24, ::-1].astype(np.float32) / 255.0
+    x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None]
+    noise = gaussian_field((21, 3, *x.shape[2:]), seed=0)
+    noisy = x + 0.05 * noise
+    model = tiny_rrdbnet()
+    results = {}
+    for name in ("torch", "onnxruntime"):
+        with backends.create_backend(name, model, "cpu", "fp32") as backend:
+            outputs = torch.cat([backend.infer(chunk) for chunk in noisy.split(8)])
+        results[name] = median(outputs)
+    assert results["torch"].shape == (3, 128, 96)
+    assert (results["torch"] - results["onnxruntime"]).abs().max().item() <= 1e-4
+
+
+@needs_ort
+def test_upscale_command_onnxruntime_equals_torch_on_a_real_image(tmp_path: Path, cache: Path) -> None:
+    """``certsr-rt upscale --backend onnxruntime`` vs ``--backend torch``, float32 TIFF in and out."""
+    try:
+        from typer.testing import CliRunner
+
+        from certsr_rt.cli.app import app
+        from certsr_rt.io.images import read_image, write_image
+        from certsr_rt.models import load_model
+
+        load_model("tiny-srvgg")
+    except (ImportError, CertSRError) as exc:
+        pytest.skip(f"upscale command or tiny-srvgg not available: {exc}")
+    cv2 = pytest.importorskip("cv2")
+    src = ASSETS / "Set5" / "LR_x4" / "img_003.png"
+    if not src.is_file():
+        pytest.skip("../shared/assets is not present")
+    photo = tmp_path / "photo.tif"
+    write_image(photo, cv2.imread(str(src), cv2.IMREAD_COLOR)[:40, :40, ::-1].astype(np.float32) / 255.0)
+    out = {}
+    for name in ("torch", "onnxruntime"):
+        out[name] = tmp_path / f"{name}.tif"
+        args = [
+            "upscale",
+            str(photo),
+            "-o",
+            str(out[name]),
+            "--backend",
+            name,
+            "--model",
+            "tiny-srvgg",
+            "--device",
+            "cpu",
+            "--samples",
+            "21",
+            "--sigma",
+            "0.05",
+            "--quiet",
+        ]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, (result.output, result.exception)
+    a, b = read_image(out["torch"]), read_image(out["onnxruntime"])
+    assert a.shape == b.shape == (160, 160, 3) and a.dtype == np.float32
+    assert np.abs(a - b).max() <= 1e-4
+
+
+# ----------------------------------------------------------------------------- the factory
+
+
+def test_create_backend_by_name_and_errors() -> None:
+    model = tiny_srvgg()
+    assert isinstance(backends.create_backend("torch", model, "cpu", "auto"), TorchBackend)
+    with pytest.raises(
+        InputError, match="Expected a backend in auto, torch, onnxruntime, tensorrt, but got 'tvm'"
+    ):
+        backends.create_backend("tvm", model, "cpu", "auto")
+    assert backends.resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert backends.resolve_device("auto") == torch.device("cpu")
+
+
+def test_auto_picks_onnxruntime_on_cpu_when_installed_else_torch(monkeypatch) -> None:
+    model = tiny_srvgg()
+    monkeypatch.setattr(backends, "_installed", lambda name: False)
+    assert backends.available_backends("cpu") == ["torch"]
+    assert backends.create_backend("auto", model, "cpu", "auto").name == "torch"
+    monkeypatch.setattr(backends, "_installed", lambda name: name == "onnxruntime")
+    assert backends.available_backends("cpu") == ["onnxruntime", "torch"]
+    if importlib.util.find_spec("onnxruntime") is not None:
+        assert backends.create_backend("auto", model, "cpu", "auto").name == "onnxruntime"
+    # bf16 is torch-only: auto skips onnxruntime rather than failing.
+    chosen = backends.create_backend("auto", model, "cpu", "fp32")
+    assert chosen.name in ("onnxruntime", "torch")
+
+
+def test_auto_order_on_cuda(monkeypatch) -> None:
+    from certsr_rt.runtime.backends import onnxruntime_backend
+
+    monkeypatch.setattr(backends, "_installed", lambda name: True)
+    monkeypatch.setattr(onnxruntime_backend, "onnxruntime_has_cuda", lambda: True)
+    assert backends.available_backends("cuda:0") == ["tensorrt", "onnxruntime", "torch"]
+    monkeypatch.setattr(onnxruntime_backend, "onnxruntime_has_cuda", lambda: False)
+    assert backends.available_backends("cuda:0") == ["tensorrt", "torch"]
+    monkeypatch.setattr(backends, "_installed", lambda name: False)
+    assert backends.available_backends("cuda:0") == ["torch"]
+
+
+def test_auto_skips_a_backend_that_cannot_be_created(monkeypatch) -> None:
+    monkeypatch.setattr(backends, "available_backends", lambda device: ["tensorrt", "torch"])
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    assert backends.create_backend("auto", tiny_srvgg(), "cpu", "fp32").name == "torch"
+
+
+@pytest.mark.parametrize(
+    ("name", "module", "extra"), [("onnxruntime", "onnxruntime", "onnx"), ("tensorrt", "tensorrt", "trt")]
+)
+def test_missing_library_names_the_extra(monkeypatch, name: str, module: str, extra: str) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
+    with pytest.raises(MissingDependencyError, match=rf"pip install 'certsr-rt\[{extra}\]'") as info:
+        backends.create_backend(name, tiny_srvgg(), "cuda" if name == "tensorrt" else "cpu", "auto")
+    assert info.value.module == module and info.value.extra == extra
+
+
+# ----------------------------------------------------------------------------- TensorRT, with a fake module
+
+
+def make_fake_trt(version: str = "10.9.0.34", parse_ok: bool = True, build_ok: bool = True):
+    """A stand-in for the ``tensorrt`` module that records the calls the build and load make."""
+    calls: list[tuple] = []
+
+    class Logger:
+        WARNING = "WARNING"
+
+        def __init__(self, level: str) -> None:
+            self.level = level
+
+    class NetworkDefinitionCreationFlag:
+        STRONGLY_TYPED = 1  # the real enum value; int() of it is what the flag mask uses
+
+    class MemoryPoolType:
+        WORKSPACE = "WORKSPACE"
+
+    class TensorIOMode:
+        INPUT, OUTPUT = "INPUT", "OUTPUT"
+
+    class Network:
+        num_inputs = num_outputs = 1
+
+        def get_input(self, i: int) -> Any:
+            return types.SimpleNamespace(name="input")
+
+    class TimingCache:
+        def __init__(self, blob: bytes) -> None:
+            self.blob = blob
+
+        def serialize(self) -> bytes:
+            return self.blob + b"+tuned"
+
+    class Config:
+        builder_optimization_level = None
+
+        def set_memory_pool_limit(self, pool: str, size: int) -> None:
+            calls.append(("workspace", pool, size))
+
+        def add_optimization_profile(self, profile: Any) -> None:
+            calls.append(("add_profile",))
+
+        def create_timing_cache(self, blob: bytes) -> TimingCache:
+            calls.append(("create_timing_cache", bytes(blob)))
+            self.cache = TimingCache(bytes(blob))
+            return self.cache
+
+        def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> bool:
+            calls.append(("set_timing_cache", ignore_mismatch))
+            return True
+
+        def get_timing_cache(self) -> TimingCache:
+            return self.cache
+
+    class Profile:
+        def set_shape(self, name: str, lo: tuple, opt: tuple, hi: tuple) -> None:
+            calls.append(("set_shape", name, lo, opt, hi))
+
+    class Builder:
+        def __init__(self, logger: Logger) -> None:
+            pass
+
+        def create_network(self, flags: int) -> Network:
+            calls.append(("create_network", flags))
+            return Network()
+
+        def create_builder_config(self) -> Config:
+            return Config()
+
+        def create_optimization_profile(self) -> Profile:
+            return Profile()
+
+        def build_serialized_network(self, network: Network, config: Config) -> bytes | None:
+            calls.append(("build", config.builder_optimization_level))
+            return b"SERIALIZED-ENGINE" if build_ok else None
+
+    class OnnxParser:
+        def __init__(self, network: Network, logger: Logger) -> None:
+            self.num_errors = 0 if parse_ok else 1
+
+        def parse_from_file(self, path: str) -> bool:
+            calls.append(("parse", path))
+            return parse_ok
+
+        def get_error(self, i: int) -> str:
+            return "In node 3 (Foo): unsupported operator"
+
+    class Runtime:
+        def __init__(self, logger: Logger) -> None:
+            pass
+
+        def deserialize_cuda_engine(self, data: bytes) -> Any:
+            calls.append(("deserialize", data))
+            return types.SimpleNamespace(name="engine")
+
+    module = types.ModuleType("tensorrt")
+    module.__version__ = version
+    for obj in (
+        Logger,
+        NetworkDefinitionCreationFlag,
+        MemoryPoolType,
+        TensorIOMode,
+        Builder,
+        OnnxParser,
+        Runtime,
+    ):
+        setattr(module, obj.__name__, obj)
+    return module, calls
+
+
+H100 = GpuInfo("NVIDIA H100 80GB HBM3", (9, 0))
+A100 = GpuInfo("NVIDIA A100-SXM4-40GB", (8, 0))
+MODEL_INFO = {"name": "tiny", "scale": 4, "in_channels": 3, "out_channels": 3}
+
+
+def _key(**changes: Any) -> EngineKey:
+    key = EngineKey(
+        onnx_sha256="ab" * 32,
+        precision="fp16",
+        profile=ShapeProfile(),
+        tensorrt_version="10.9.0.34",
+        gpu=H100,
+    )
+    return dataclasses.replace(key, **changes)
+
+
+def test_parse_size() -> None:
+    assert trt_export.parse_size("256x192") == (256, 192)
+    assert trt_export.parse_size(" 64X64 ") == (64, 64)
+    for bad in ("256", "0x5", "axb", "-1x3", "12x"):
+        with pytest.raises(InputError, match="Expected a size like 256x256"):
+            trt_export.parse_size(bad)
+
+
+def test_shape_profile_checks_and_refuses() -> None:
+    profile = ShapeProfile(max_batch=21, max_height=224, max_width=200)
+    assert profile.min_shape == (1, 3, 1, 1) and profile.max_shape == profile.opt_shape == (21, 3, 224, 200)
+    profile.check((21, 3, 224, 200))
+    profile.check((1, 3, 1, 1))
+    for bad in [
+        (22, 3, 10, 10),
+        (1, 3, 225, 10),
+        (1, 3, 10, 201),
+        (1, 4, 10, 10),
+        (0, 3, 10, 10),
+        (3, 10, 10),
+    ]:
+        with pytest.raises(BackendError, match="outside the engine's shape range"):
+            profile.check(bad)
+    assert profile.covers(ShapeProfile(max_batch=8, max_height=192, max_width=192))
+    assert not profile.covers(ShapeProfile(max_batch=21, max_height=256, max_width=192))
+    with pytest.raises(InputError, match="max_batch >= 1"):
+        ShapeProfile(max_batch=0)
+
+
+def test_engine_key_digest_covers_every_field() -> None:
+    base = _key()
+    assert base.digest() == _key().digest()
+    variants = [
+        _key(onnx_sha256="cd" * 32),
+        _key(precision="fp32"),
+        _key(profile=ShapeProfile(max_batch=20)),
+        _key(profile=ShapeProfile(max_height=255)),
+        _key(profile=ShapeProfile(max_width=255)),
+        _key(tensorrt_version="11.0.0"),
+        _key(gpu=A100),
+        _key(gpu=GpuInfo(H100.name, (9, 1))),
+        _key(optimization_level=5),
+        _key(workspace_bytes=1 << 30),
+        _key(format_version="2"),
+    ]
+    digests = {v.digest() for v in variants}
+    assert len(digests) == len(variants) and base.digest() not in digests
+    assert EngineKey.from_json(json.loads(json.dumps(base.to_json()))) == base
+
+
+def test_engine_key_mismatch_reasons_say_what_differs() -> None:
+    wanted = _key()
+    assert wanted.mismatches(wanted) == []
+    assert _key(profile=ShapeProfile(max_batch=32, max_height=512, max_width=512)).mismatches(wanted) == []
+    (reason,) = _key(gpu=A100).mismatches(wanted)
+    assert reason == (
+        "it was built for GPU NVIDIA A100-SXM4-40GB (sm_80), this is NVIDIA H100 80GB HBM3 (sm_90)"
+    )
+    (reason,) = _key(tensorrt_version="10.3.0").mismatches(wanted)
+    assert "TensorRT 10.3.0, this is TensorRT 10.9.0.34" in reason
+    (reason,) = _key(profile=ShapeProfile(max_height=128)).mismatches(wanted)
+    assert "HxW <= 128x256, needed" in reason and "HxW <= 256x256" in reason
+
+
+def test_engine_cache_store_lookup_and_tampered_record(tmp_path: Path) -> None:
+    cache = EngineCache(tmp_path / "trt")
+    key = _key()
+    assert cache.lookup(key) is None
+    path = cache.store(key, b"ENGINE", MODEL_INFO)
+    assert path.read_bytes() == b"ENGINE" and cache.lookup(key) == path
+    assert trt_export.read_engine_record(path) == (key, MODEL_INFO)
+    record = json.loads(path.with_suffix(".json").read_text())
+    record["key"]["gpu"]["name"] = "NVIDIA GeForce RTX 3060"
+    path.with_suffix(".json").write_text(json.dumps(record))
+    with pytest.raises(BackendError, match="refusing cached engine .*built for GPU NVIDIA GeForce RTX 3060"):
+        cache.lookup(key)
+    assert cache.timing_cache_path(key).name == "timing-nvidia-h100-80gb-hbm3-sm90-trt10.9.0.34.cache"
+
+
+@pytest.mark.parametrize(
+    ("recorded", "message"),
+    [
+        (_key(gpu=A100), "built for GPU NVIDIA A100"),
+        (_key(tensorrt_version="10.0.1"), "TensorRT 10.0.1"),
+        (_key(profile=ShapeProfile(max_batch=8)), "shape range is batch <= 8"),
+    ],
+)
+def test_deserialize_refuses_foreign_engines_without_loading_them(
+    tmp_path: Path, recorded: EngineKey, message: str
+) -> None:
+    trt, calls = make_fake_trt()
+    path = EngineCache(tmp_path).store(recorded, b"FOREIGN", MODEL_INFO)
+    with pytest.raises(BackendError, match=f"refusing engine .*{message}.*rebuild it with certsr-rt export"):
+        trt_export.deserialize_engine(trt, path, _key(onnx_sha256=""))
+    assert not [c for c in calls if c[0] == "deserialize"]
+
+
+def test_deserialize_refuses_an_engine_without_record_and_loads_a_matching_one(tmp_path: Path) -> None:
+    trt, calls = make_fake_trt()
+    bare = tmp_path / "bare.engine"
+    bare.write_bytes(b"X")
+    with pytest.raises(BackendError, match="expected its build record bare.json beside it, found none"):
+        trt_export.deserialize_engine(trt, bare, _key())
+    path = EngineCache(tmp_path).store(_key(), b"GOOD", MODEL_INFO)
+    engine = trt_export.deserialize_engine(trt, path, _key(onnx_sha256=""))
+    assert engine.name == "engine" and calls == [("deserialize", b"GOOD")]
+
+
+def test_build_engine_is_strongly_typed_with_profile_and_timing_cache(tmp_path: Path) -> None:
+    trt, calls = make_fake_trt()
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"onnx")
+    timing = tmp_path / "timing.cache"
+    timing.write_bytes(b"old")
+    key = _key(profile=ShapeProfile(max_batch=21, max_height=200, max_width=100), workspace_bytes=1 << 30)
+    engine = trt_export.build_engine(trt, onnx_file, key, timing_cache=timing)
+    assert engine == b"SERIALIZED-ENGINE"
+    assert ("create_network", 1 << 1) in calls
+    assert ("parse", str(onnx_file)) in calls
+    assert ("set_shape", "input", (1, 3, 1, 1), (21, 3, 200, 100), (21, 3, 200, 100)) in calls
+    assert ("workspace", "WORKSPACE", 1 << 30) in calls
+    assert ("create_timing_cache", b"old") in calls and ("set_timing_cache", False) in calls
+    assert ("build", 3) in calls
+    assert timing.read_bytes() == b"old+tuned"
+
+
+def test_build_engine_failures_are_backend_errors(tmp_path: Path) -> None:
+    trt, _ = make_fake_trt(parse_ok=False)
+    with pytest.raises(BackendError, match="could not parse .*unsupported operator"):
+        trt_export.build_engine(trt, tmp_path / "m.onnx", _key())
+    trt, _ = make_fake_trt(build_ok=False)
+    with pytest.raises(BackendError, match="failed to build an engine"):
+        trt_export.build_engine(trt, tmp_path / "m.onnx", _key())
+
+
+def test_prepare_engine_builds_once_per_key(tmp_path: Path) -> None:
+    trt, calls = make_fake_trt()
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"onnx graph")
+    cache = EngineCache(tmp_path / "trt")
+
+    def prepare(profile: ShapeProfile, gpu: GpuInfo = H100) -> tuple[Path, EngineKey]:
+        return trt_export.prepare_engine(
+            trt, onnx_file, precision="fp16", profile=profile, gpu=gpu, cache=cache, model=MODEL_INFO
+        )
+
+    path, key = prepare(ShapeProfile())
+    assert path.is_file() and key.tensorrt_version == "10.9.0.34" and key.gpu == H100
+    builds = lambda: sum(c[0] == "build" for c in calls)  # noqa: E731
+    assert builds() == 1
+    assert prepare(ShapeProfile()) == (path, key) and builds() == 1
+    other, _ = prepare(ShapeProfile(max_batch=8))
+    assert other != path and builds() == 2
+    prepare(ShapeProfile(), gpu=A100)
+    assert builds() == 3
+    assert cache.timing_cache_path(key).is_file()
+
+
+def test_tensorrt_backend_argument_checks_without_a_gpu(tmp_path: Path) -> None:
+    from certsr_rt.runtime.backends.tensorrt_backend import TensorRTBackend
+
+    trt, _ = make_fake_trt()
+    with pytest.raises(InputError, match="Expected a CUDA device for TensorRT, but got cpu"):
+        TensorRTBackend(tiny_srvgg(), "cpu", trt_module=trt)
+    with pytest.raises(InputError, match="fp32, fp16 or auto for TensorRT, but got 'bf16'"):
+        TensorRTBackend(tiny_srvgg(), "cuda", "bf16", trt_module=trt)
+    backend = TensorRTBackend(tiny_srvgg(), "cuda", trt_module=trt, profile=ShapeProfile(max_batch=7))
+    assert (backend.precision, backend.max_batch, backend.scale) == ("fp16", 7, 4)
+    no_half = StandIn(tiny_srvgg().module, "m", "SRVGGNetCompact", supports_half=False)
+    assert TensorRTBackend(no_half, "cuda", trt_module=trt).precision == "fp32"
+    with pytest.raises(InputError, match="shape profile with 3 channels, but got 1"):
+        TensorRTBackend(tiny_srvgg(), "cuda", trt_module=trt, profile=ShapeProfile(channels=1))
+
+
+def test_tensorrt_backend_from_an_engine_file_reads_its_record(tmp_path: Path) -> None:
+    from certsr_rt.runtime.backends.tensorrt_backend import TensorRTBackend
+
+    trt, calls = make_fake_trt()
+    info = {"name": "tiny", "scale": 2, "in_channels": 3, "out_channels": 3}
+    path = EngineCache(tmp_path).store(_key(precision="fp32"), b"E", info)
+    backend = TensorRTBackend(path, "cuda", trt_module=trt)
+    assert (backend.scale, backend.precision, backend.model_name) == (2, "fp32", "tiny")
+    with pytest.raises(InputError, match="is an fp32 build, but precision fp16 was asked"):
+        TensorRTBackend(path, "cuda", "fp16", trt_module=trt)
+    bare = tmp_path / "bare.engine"
+    bare.write_bytes(b"E")
+    with pytest.raises(BackendError, match="refusing engine"):
+        TensorRTBackend(bare, "cuda", trt_module=trt)
+    assert calls == []  # nothing was deserialized
