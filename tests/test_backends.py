@@ -561,6 +561,10 @@ def test_tensorrt_backend_from_an_engine_file_reads_its_record(tmp_path: Path) -
     path = EngineCache(tmp_path).store(_key(precision="fp32"), b"E", info)
     backend = TensorRTBackend(path, "cuda", trt_module=trt)
     assert (backend.scale, backend.precision, backend.model_name) == (2, "fp32", "tiny")
+    assert backend.profile == ShapeProfile() and backend.max_batch == 21
+    small_key = _key(profile=ShapeProfile(max_batch=4, max_height=64))
+    small = EngineCache(tmp_path / "small").store(small_key, b"E", info)
+    assert TensorRTBackend(small, "cuda", trt_module=trt).max_batch == 4
     with pytest.raises(InputError, match="is an fp32 build, but precision fp16 was asked"):
         TensorRTBackend(path, "cuda", "fp16", trt_module=trt)
     bare = tmp_path / "bare.engine"

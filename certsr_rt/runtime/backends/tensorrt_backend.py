@@ -45,7 +45,8 @@ class TensorRTBackend(Backend):
         device: a CUDA device.
         precision: ``fp16``, ``fp32`` or ``auto`` (fp16 when the model supports it). Strongly typed
             engines take their precision from the ONNX graph, so this picks the ONNX export.
-        profile: shapes the engine must accept (default batch <= 21, LR tiles up to 256x256).
+        profile: shapes the engine must accept (default: batch <= 21, LR tiles up to 256x256; for an
+            ``.engine`` path, the range it was built for).
         cache_dir: cache root override (default ``$CERTSR_RT_CACHE`` or ``~/.cache/certsr-rt``).
         trt_module: the ``tensorrt`` module to use (tests pass a fake); default ``import tensorrt``.
 
@@ -85,6 +86,8 @@ class TensorRTBackend(Backend):
                 file_precision = recorded.precision
                 scale, in_ch, out_ch = int(info["scale"]), int(info["in_channels"]), int(info["out_channels"])
                 self.model_name = str(info["name"])
+                if profile is None:  # an engine given by path serves the shapes it was built for
+                    profile = recorded.profile
             else:
                 self.onnx_path = path
                 meta = read_metadata(path)
