@@ -17,7 +17,10 @@ def _load_model(name_or_path: str) -> Any:
 
 def export_command(
     model: Annotated[
-        str, typer.Argument(help="Checkpoint (.pth/.pt/.safetensors) or registered model name.")
+        str,
+        typer.Argument(
+            metavar="CKPT_OR_NAME", help="Checkpoint (.pth/.pt/.safetensors) or registered model name."
+        ),
     ],
     output: Annotated[
         Path | None,
