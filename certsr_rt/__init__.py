@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from certsr_rt.models import DEFAULT_MODEL, SRModel, list_specs, load_model
     from certsr_rt.runtime.backends import create_backend
     from certsr_rt.runtime.backends.base import Backend
-    from certsr_rt.runtime.upscaler import UpscaleResult, Upscaler
+    from certsr_rt.runtime.upscaler import Upscaler, UpscaleResult
     from certsr_rt.smoothing.certify import BoundsConfig
     from certsr_rt.smoothing.config import SmoothingConfig
 

@@ -19,7 +19,7 @@ def test_median_of_two_is_the_mean():
 def test_order_statistics_match_sorting():
     x = torch.randn(21, 2, 4, 4, generator=torch.Generator().manual_seed(0))
     ref = np.sort(x.numpy(), axis=0)
-    for k, got in zip([1, 6, 11, 21], order_statistics(x, [1, 6, 11, 21])):
+    for k, got in zip([1, 6, 11, 21], order_statistics(x, [1, 6, 11, 21]), strict=True):
         np.testing.assert_array_equal(got.numpy(), ref[k - 1])
     med, (lo, hi) = median_and_order_statistics(x, [6, 16])
     np.testing.assert_array_equal(med.numpy(), ref[10])

@@ -54,8 +54,18 @@ def test_median_network_for_21_is_correct_for_every_zero_one_input() -> None:
 
 @pytest.mark.parametrize(
     ("n", "ranks"),
-    [(21, ()), (21, (1, 21)), (21, (4, 18)), (20, ()), (22, (3,)), (5, (1, 2, 3, 4, 5)), (64, (10, 55)),
-     (2, ()), (1, (1,)), (33, (17,))],
+    [
+        (21, ()),
+        (21, (1, 21)),
+        (21, (4, 18)),
+        (20, ()),
+        (22, (3,)),
+        (5, (1, 2, 3, 4, 5)),
+        (64, (10, 55)),
+        (2, ()),
+        (1, (1,)),
+        (33, (17,)),
+    ],
 )
 def test_pruned_selection_network_gives_the_needed_order_statistics(n: int, ranks: tuple[int, ...]) -> None:
     positions = cm.needed_ranks(n, ranks)
@@ -86,8 +96,9 @@ def _to_key(values: np.ndarray) -> np.ndarray:
 
 
 def test_order_preserving_key_matches_torch_order_with_nan_last() -> None:
-    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 3.4e38, -3.4e38, 1.0, -1.0],
-                       dtype=np.float32)
+    special = np.array(
+        [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 3.4e38, -3.4e38, 1.0, -1.0], dtype=np.float32
+    )
     rng = np.random.default_rng(0)
     values = np.concatenate([special, rng.standard_normal(500).astype(np.float32) * 1e3])
     by_key = values[np.argsort(_to_key(values), kind="stable")]
@@ -132,9 +143,14 @@ needs_nvrtc = pytest.mark.skipif(not _nvrtc_usable(), reason="cuda-python with l
 @needs_nvrtc
 @pytest.mark.parametrize(
     "spec",
-    [cm.KernelSpec(21, (), "f32", "network"), cm.KernelSpec(21, (3, 19), "f16", "network"),
-     cm.KernelSpec(20, (1,), "bf16", "network"), cm.KernelSpec(64, (), "f16", "network"),
-     cm.KernelSpec(21, (2,), "f32", "generic"), cm.KernelSpec(1001, (40, 962), "f16", "generic")],
+    [
+        cm.KernelSpec(21, (), "f32", "network"),
+        cm.KernelSpec(21, (3, 19), "f16", "network"),
+        cm.KernelSpec(20, (1,), "bf16", "network"),
+        cm.KernelSpec(64, (), "f16", "network"),
+        cm.KernelSpec(21, (2,), "f32", "generic"),
+        cm.KernelSpec(1001, (40, 962), "f16", "generic"),
+    ],
     ids=lambda s: f"{s.path}-{s.dtype}-n{s.n}",
 )
 def test_nvrtc_compiles_the_kernel_to_ptx(spec: cm.KernelSpec) -> None:
@@ -200,12 +216,22 @@ def _check_against_torch(x: torch.Tensor, ranks: tuple[int, ...], method: str) -
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize(
     ("n", "ranks", "method"),
-    [(21, (), "network"), (21, (3, 19), "network"), (21, (3, 19), "generic"), (20, (1, 20), "network"),
-     (3, (), "network"), (1, (1,), "network"), (64, (5,), "network"), (65, (), "generic"),
-     (101, (7, 95), "auto"), (22, (), "generic")],
+    [
+        (21, (), "network"),
+        (21, (3, 19), "network"),
+        (21, (3, 19), "generic"),
+        (20, (1, 20), "network"),
+        (3, (), "network"),
+        (1, (1,), "network"),
+        (64, (5,), "network"),
+        (65, (), "generic"),
+        (101, (7, 95), "auto"),
+        (22, (), "generic"),
+    ],
 )
-def test_kernel_matches_torch_on_random_data(dtype: torch.dtype, n: int, ranks: tuple[int, ...],
-                                             method: str) -> None:
+def test_kernel_matches_torch_on_random_data(
+    dtype: torch.dtype, n: int, ranks: tuple[int, ...], method: str
+) -> None:
     gen = torch.Generator(device="cuda").manual_seed(n)
     x = torch.randn(n, 3, 37, 53, generator=gen, device="cuda").to(dtype)
     _check_against_torch(x, ranks, method)
@@ -222,8 +248,22 @@ def test_kernel_ties_all_equal_extremes_and_nan(dtype: torch.dtype, method: str)
     _check_against_torch(ties, (2, 20), method)
     _check_against_torch(torch.full((n, 1000), 0.25, device="cuda", dtype=dtype), (1, 21), method)
     info = torch.finfo(dtype)
-    pool = torch.tensor([float("inf"), float("-inf"), info.max, -info.max, info.tiny, -info.tiny, 0.0, -0.0,
-                         info.tiny / 4, 1.0], device="cuda", dtype=dtype)
+    pool = torch.tensor(
+        [
+            float("inf"),
+            float("-inf"),
+            info.max,
+            -info.max,
+            info.tiny,
+            -info.tiny,
+            0.0,
+            -0.0,
+            info.tiny / 4,
+            1.0,
+        ],
+        device="cuda",
+        dtype=dtype,
+    )
     extremes = pool[torch.randint(0, len(pool), (n, 4096), generator=gen, device="cuda")]
     _check_against_torch(extremes, (1, 11, 21), method)
     with_nan = torch.randn(n, 4096, generator=gen, device="cuda").to(dtype)

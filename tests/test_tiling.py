@@ -4,14 +4,16 @@ import torch
 from certsr_rt.runtime.tiling import blend_weights, make_tiles, tile_starts
 
 
-@pytest.mark.parametrize("length,tile,overlap", [(10, 4, 1), (100, 32, 8), (33, 32, 8), (32, 32, 8), (5, 32, 8)])
+@pytest.mark.parametrize(
+    "length,tile,overlap", [(10, 4, 1), (100, 32, 8), (33, 32, 8), (32, 32, 8), (5, 32, 8)]
+)
 def test_tiles_cover_with_overlap(length, tile, overlap):
     starts = tile_starts(length, tile, overlap)
     covered = set()
     for s in starts:
         covered.update(range(s, min(s + tile, length)))
     assert covered == set(range(length))
-    for a, b in zip(starts, starts[1:]):
+    for a, b in zip(starts, starts[1:], strict=False):
         assert a + tile - b >= overlap
 
 

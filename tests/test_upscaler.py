@@ -74,8 +74,14 @@ def test_tiled_matches_untiled_within_tolerance(tiny, photo):
 
 @pytest.mark.parametrize(
     "shape,dtype",
-    [((12, 10), np.uint8), ((12, 10, 1), np.uint8), ((12, 10, 2), np.uint8), ((12, 10, 3), np.uint16),
-     ((12, 10, 4), np.uint8), ((12, 10, 3), np.float32)],
+    [
+        ((12, 10), np.uint8),
+        ((12, 10, 1), np.uint8),
+        ((12, 10, 2), np.uint8),
+        ((12, 10, 3), np.uint16),
+        ((12, 10, 4), np.uint8),
+        ((12, 10, 3), np.float32),
+    ],
 )
 def test_numpy_kinds_round_trip(tiny, shape, dtype):
     rng = np.random.default_rng(0)
@@ -106,8 +112,14 @@ def test_torch_batch_and_chw(tiny):
 
 def test_progress_reports_every_chunk(tiny, photo):
     calls = []
-    up = Upscaler(tiny, SmoothingConfig(sigma=0.05, samples=5, chunk_size=2), device="cpu", tile=20,
-                  tile_overlap=4, progress=lambda d, t: calls.append((d, t)))
+    up = Upscaler(
+        tiny,
+        SmoothingConfig(sigma=0.05, samples=5, chunk_size=2),
+        device="cpu",
+        tile=20,
+        tile_overlap=4,
+        progress=lambda d, t: calls.append((d, t)),
+    )
     up(photo)
     total = up.work_units(*photo.shape[:2])
     assert calls == [(i, total) for i in range(1, total + 1)]
@@ -115,8 +127,13 @@ def test_progress_reports_every_chunk(tiny, photo):
 
 
 def test_bounds_bracket_the_median(tiny, photo):
-    up = Upscaler(tiny, SmoothingConfig(sigma=0.1, samples=41), device="cpu", tile=0,
-                  bounds=BoundsConfig(eps=0.02, alpha=0.05))
+    up = Upscaler(
+        tiny,
+        SmoothingConfig(sigma=0.1, samples=41),
+        device="cpu",
+        tile=0,
+        bounds=BoundsConfig(eps=0.02, alpha=0.05),
+    )
     r = up.upscale(photo)
     assert r.lower.shape == r.image.shape == r.upper.shape
     assert np.all(r.lower <= r.image) and np.all(r.image <= r.upper)

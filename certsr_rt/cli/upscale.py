@@ -550,5 +550,10 @@ class _Run:
         tracker.start(index, n_inputs, source.name, None, video=True)
         # The video module prints its own "wrote ..." summary (frames, fps, codec, audio) unless quiet.
         upscale_video_file(
-            source, target, upscaler, fresh_noise=self.fresh_noise, progress=tracker.on_frames, quiet=self.quiet
+            source,
+            target,
+            upscaler,
+            fresh_noise=self.fresh_noise,
+            progress=tracker.on_frames,
+            quiet=self.quiet,
         )

@@ -25,6 +25,7 @@ class ResidualDenseBlock(nn.Module):
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the block (N x C x H x W in, same layout out)."""
         x1 = self.lrelu(self.conv1(x))
         x2 = self.lrelu(self.conv2(torch.cat((x, x1), 1)))
         x3 = self.lrelu(self.conv3(torch.cat((x, x1, x2), 1)))
@@ -43,6 +44,7 @@ class RRDB(nn.Module):
         self.rdb3 = ResidualDenseBlock(num_feat, num_grow_ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the block (N x C x H x W in, same layout out)."""
         out = self.rdb3(self.rdb2(self.rdb1(x)))
         return out * 0.2 + x
 
@@ -86,6 +88,7 @@ class RRDBNet(nn.Module):
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the block (N x C x H x W in, same layout out)."""
         if self.scale == 2:
             x = F.pixel_unshuffle(x, 2)
         elif self.scale == 1:

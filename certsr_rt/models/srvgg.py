@@ -51,5 +51,6 @@ class SRVGGNetCompact(nn.Module):
         raise ValueError(f"act_type must be prelu, relu or leakyrelu, got {act_type!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the block (N x C x H x W in, same layout out)."""
         out = self.upsampler(self.body(x))
         return out + F.interpolate(x, scale_factor=self.upscale, mode="nearest")

@@ -18,7 +18,7 @@ class Tile:
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of size ``tile`` covering ``[0, length)``, neighbours overlapping >= ``overlap``.
+    """Start offsets of ``tile``-sized tiles covering ``[0, length)``, neighbours overlapping >= ``overlap``.
 
     The last tile is aligned to the end, so every tile has the full size (when ``length >= tile``) and
     the model always sees the same amount of context.
@@ -48,7 +48,9 @@ def _ramp(length: int, ramp_before: int, ramp_after: int, device: torch.device) 
     """1-D weights: linear ramps (never reaching 0) over the first/last ``ramp_*`` entries, 1 elsewhere."""
     w = torch.ones(length, device=device)
     if ramp_before > 0:
-        w[:ramp_before] = torch.arange(1, ramp_before + 1, device=device, dtype=torch.float32) / (ramp_before + 1)
+        w[:ramp_before] = torch.arange(1, ramp_before + 1, device=device, dtype=torch.float32) / (
+            ramp_before + 1
+        )
     if ramp_after > 0:
         w[length - ramp_after :] = torch.minimum(
             w[length - ramp_after :],
@@ -63,9 +65,13 @@ def blend_weights(tile: Tile, tiles: list[Tile], scale: int, device: torch.devic
     Image borders keep weight 1, so a single tile has uniform weight and tiling is a no-op.
     """
     ov_top = max((t.y1 - tile.y0 for t in tiles if t.y0 < tile.y0 < t.y1 and _cols_meet(t, tile)), default=0)
-    ov_bottom = max((tile.y1 - t.y0 for t in tiles if t.y0 < tile.y1 < t.y1 and _cols_meet(t, tile)), default=0)
+    ov_bottom = max(
+        (tile.y1 - t.y0 for t in tiles if t.y0 < tile.y1 < t.y1 and _cols_meet(t, tile)), default=0
+    )
     ov_left = max((t.x1 - tile.x0 for t in tiles if t.x0 < tile.x0 < t.x1 and _rows_meet(t, tile)), default=0)
-    ov_right = max((tile.x1 - t.x0 for t in tiles if t.x0 < tile.x1 < t.x1 and _rows_meet(t, tile)), default=0)
+    ov_right = max(
+        (tile.x1 - t.x0 for t in tiles if t.x0 < tile.x1 < t.x1 and _rows_meet(t, tile)), default=0
+    )
     wy = _ramp((tile.y1 - tile.y0) * scale, ov_top * scale, ov_bottom * scale, device)
     wx = _ramp((tile.x1 - tile.x0) * scale, ov_left * scale, ov_right * scale, device)
     return wy[:, None] * wx[None, :]

@@ -69,7 +69,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
     except RuntimeError as exc:
         raise InputError(f"device must be auto, cpu or cuda[:N], got {device!r}") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device cuda was requested but CUDA is not available here (use --device cpu or auto)")
+        raise InputError("device cuda was requested but CUDA is not available (use --device cpu or auto)")
     if dev.type not in ("cpu", "cuda"):
         raise InputError(f"device must be auto, cpu or cuda[:N], got {device!r}")
     return dev
@@ -133,7 +133,9 @@ class Upscaler:
 
             if self.smoothing.sigma <= 0:
                 raise InputError("certified bounds need sigma > 0, got sigma 0")
-            self.ranks = certified_ranks(self.smoothing.samples, bounds.eps, self.smoothing.sigma, bounds.alpha)
+            self.ranks = certified_ranks(
+                self.smoothing.samples, bounds.eps, self.smoothing.sigma, bounds.alpha
+            )
             if self.ranks.vacuous:
                 raise InputError(vacuity_message(self.ranks))
 
@@ -189,7 +191,7 @@ class Upscaler:
         elif image.ndim == 3 and 1 <= image.shape[2] <= 4:
             squeeze = False
         else:
-            raise InputError(f"Expected an H x W or H x W x C image with C in 1..4, but got shape {image.shape}")
+            raise InputError(f"Expected an H x W or H x W x C image, C in 1..4, but got shape {image.shape}")
         if image.shape[0] == 0 or image.shape[1] == 0:
             raise InputError(f"Expected a non-empty image, but got shape {image.shape}")
         dtype = image.dtype

@@ -84,7 +84,9 @@ class Backend(ABC):
         if x.dtype != torch.float32:
             raise InputError(f"Received unexpected dtype {x.dtype}. Expected torch.float32")
         if x.shape[1] != self.in_channels:
-            raise InputError(f"Expected {self.in_channels} channels, but got {x.shape[1]} (shape {tuple(x.shape)})")
+            raise InputError(
+                f"Expected {self.in_channels} channels, but got {x.shape[1]} (shape {tuple(x.shape)})"
+            )
         if x.device != self.device:
             raise InputError(f"Expected a tensor on {self.device}, but got one on {x.device}")
         if self.max_batch is not None and x.shape[0] > self.max_batch:

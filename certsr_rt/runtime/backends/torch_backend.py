@@ -32,8 +32,9 @@ class TorchBackend(Backend):
 
     name = "torch"
 
-    def __init__(self, model, device: torch.device | str = "cpu", precision: str = "auto",
-                 channels_last: bool = True) -> None:
+    def __init__(
+        self, model, device: torch.device | str = "cpu", precision: str = "auto", channels_last: bool = True
+    ) -> None:
         device = torch.device(device)
         if precision == "auto":
             precision = "fp16" if device.type == "cuda" and model.supports_half else "fp32"
