@@ -19,6 +19,7 @@ import torch
 from certsr_rt.errors import BackendError, CertSRError, InputError, MissingDependencyError
 from certsr_rt.export import tensorrt as trt_export
 from certsr_rt.export.tensorrt import EngineCache, EngineKey, GpuInfo, ShapeProfile
+from certsr_rt.models.descriptor import SRModel
 from certsr_rt.models.rrdbnet import RRDBNet
 from certsr_rt.models.srvgg import SRVGGNetCompact
 from certsr_rt.runtime import backends
@@ -27,36 +28,42 @@ from certsr_rt.smoothing.aggregate import median
 from certsr_rt.smoothing.noise import gaussian_field
 
 
-@dataclasses.dataclass(eq=False)
-class StandIn:
-    """The fields of SRModel that the backends read (tests build tiny ones directly)."""
+def make_model(
+    module: torch.nn.Module,
+    name: str,
+    architecture: str,
+    hyperparameters: dict[str, Any] | None = None,
+    *,
+    default_sigma: float | None = 0.03,
+    sha256: str = "0" * 64,
+    supports_half: bool = True,
+) -> SRModel:
+    """An SRModel around a module built here (tiny random weights, or real weights loaded by hand)."""
+    return SRModel(
+        module=module,
+        name=name,
+        architecture=architecture,
+        scale=4,
+        in_channels=3,
+        out_channels=3,
+        hyperparameters=dict(hyperparameters or {}),
+        default_sigma=default_sigma,
+        sha256=sha256,
+        source=f"generated:{name}",
+        supports_half=supports_half,
+    )
 
-    module: torch.nn.Module
-    name: str
-    architecture: str
-    hyperparameters: dict[str, Any] = dataclasses.field(default_factory=dict)
-    scale: int = 4
-    in_channels: int = 3
-    out_channels: int = 3
-    default_sigma: float | None = 0.03
-    sha256: str = "0" * 64
-    source: str = "generated"
-    supports_half: bool = True
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x)
-
-
-def tiny_rrdbnet(seed: int = 0) -> StandIn:
+def tiny_rrdbnet(seed: int = 0) -> SRModel:
     torch.manual_seed(seed)
     hp = {"num_block": 1, "num_feat": 8, "num_grow_ch": 4}
-    return StandIn(RRDBNet(**hp).eval(), "tiny-rrdbnet", "RRDBNet", hp)
+    return make_model(RRDBNet(**hp).eval(), "tiny-rrdbnet", "RRDBNet", hp)
 
 
-def tiny_srvgg(seed: int = 0) -> StandIn:
+def tiny_srvgg(seed: int = 0) -> SRModel:
     torch.manual_seed(seed)
     hp = {"num_feat": 8, "num_conv": 2}
-    return StandIn(SRVGGNetCompact(**hp).eval(), "tiny-srvgg", "SRVGGNetCompact", hp)
+    return make_model(SRVGGNetCompact(**hp).eval(), "tiny-srvgg", "SRVGGNetCompact", hp)
 
 
 ASSETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "assets" / "data"
@@ -547,7 +554,7 @@ def test_tensorrt_backend_argument_checks_without_a_gpu(tmp_path: Path) -> None:
         TensorRTBackend(tiny_srvgg(), "cuda", "bf16", trt_module=trt)
     backend = TensorRTBackend(tiny_srvgg(), "cuda", trt_module=trt, profile=ShapeProfile(max_batch=7))
     assert (backend.precision, backend.max_batch, backend.scale) == ("fp16", 7, 4)
-    no_half = StandIn(tiny_srvgg().module, "m", "SRVGGNetCompact", supports_half=False)
+    no_half = make_model(tiny_srvgg().module, "m", "SRVGGNetCompact", supports_half=False)
     assert TensorRTBackend(no_half, "cuda", trt_module=trt).precision == "fp32"
     with pytest.raises(InputError, match="shape profile with 3 channels, but got 1"):
         TensorRTBackend(tiny_srvgg(), "cuda", trt_module=trt, profile=ShapeProfile(channels=1))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,46 +16,53 @@ ort = pytest.importorskip("onnxruntime")
 
 from certsr_rt.errors import InputError, MissingDependencyError  # noqa: E402
 from certsr_rt.export import onnx as onnx_export  # noqa: E402
+from certsr_rt.models.descriptor import SRModel  # noqa: E402
 from certsr_rt.models.rrdbnet import RRDBNet  # noqa: E402
 from certsr_rt.models.srvgg import SRVGGNetCompact  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@dataclass(eq=False)
-class StandIn:
-    """The fields of SRModel that export and the backends read (tests build tiny ones directly)."""
+def make_model(
+    module: torch.nn.Module,
+    name: str,
+    architecture: str,
+    hyperparameters: dict[str, Any] | None = None,
+    *,
+    default_sigma: float | None = 0.03,
+    sha256: str = "0" * 64,
+    supports_half: bool = True,
+) -> SRModel:
+    """An SRModel around a module built here (tiny random weights, or real weights loaded by hand)."""
+    return SRModel(
+        module=module,
+        name=name,
+        architecture=architecture,
+        scale=4,
+        in_channels=3,
+        out_channels=3,
+        hyperparameters=dict(hyperparameters or {}),
+        default_sigma=default_sigma,
+        sha256=sha256,
+        source=f"generated:{name}",
+        supports_half=supports_half,
+    )
 
-    module: nn.Module
-    name: str
-    architecture: str
-    hyperparameters: dict[str, Any] = field(default_factory=dict)
-    scale: int = 4
-    in_channels: int = 3
-    out_channels: int = 3
-    default_sigma: float | None = 0.03
-    sha256: str = "0" * 64
-    source: str = "generated"
-    supports_half: bool = True
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x)
-
-
-def tiny_rrdbnet(seed: int = 0) -> StandIn:
+def tiny_rrdbnet(seed: int = 0) -> SRModel:
     torch.manual_seed(seed)
     hp = {"num_block": 1, "num_feat": 8, "num_grow_ch": 4}
-    return StandIn(RRDBNet(**hp).eval(), "tiny-rrdbnet", "RRDBNet", hp)
+    return make_model(RRDBNet(**hp).eval(), "tiny-rrdbnet", "RRDBNet", hp)
 
 
-def tiny_srvgg(seed: int = 0) -> StandIn:
+def tiny_srvgg(seed: int = 0) -> SRModel:
     torch.manual_seed(seed)
     hp = {"num_feat": 8, "num_conv": 2}
-    return StandIn(SRVGGNetCompact(**hp).eval(), "tiny-srvgg", "SRVGGNetCompact", hp, default_sigma=None)
+    return make_model(SRVGGNetCompact(**hp).eval(), "tiny-srvgg", "SRVGGNetCompact", hp, default_sigma=None)
 
 
 @pytest.fixture(scope="module")
-def rrdb_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[StandIn, onnx_export.ExportReport]:
+def rrdb_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[SRModel, onnx_export.ExportReport]:
     model = tiny_rrdbnet()
     path = tmp_path_factory.mktemp("export") / "tiny.onnx"
     return model, onnx_export.export_onnx(model, path, default_samples=25)
@@ -206,7 +212,7 @@ def test_export_names_the_extra_when_onnx_is_missing(monkeypatch, tmp_path: Path
 # ----------------------------------------------------------------------------- the export command
 
 
-def _cli(monkeypatch, model: StandIn):
+def _cli(monkeypatch, model: SRModel):
     import typer
     from typer.testing import CliRunner
 
@@ -281,6 +287,6 @@ def test_real_weights_export_validates(tmp_path: Path, file: str, arch: str, hp:
     weights = REPO / "certsr_rt" / "models" / "weights" / file
     module = (SRVGGNetCompact if arch == "SRVGGNetCompact" else RRDBNet)(**hp)
     module.load_state_dict(torch.load(weights, weights_only=True)["params_ema"])
-    model = StandIn(module.eval(), file, arch, hp, sha256=onnx_export.file_sha256(weights))
+    model = make_model(module.eval(), file, arch, hp, sha256=onnx_export.file_sha256(weights))
     report = onnx_export.export_onnx(model, tmp_path / "real.onnx", fp16=fp16)
     assert report.validation is not None and report.validation.passed, report.validation.summary()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import os
 import time
 import warnings
@@ -68,6 +69,8 @@ DEFAULT_VALIDATION_SHAPES: tuple[tuple[int, int, int], ...] = ((1, 24, 32), (2, 
 """(batch, height, width) of the random validation inputs: two sizes, one odd, one batched."""
 
 _META_PREFIX = "certsr."
+
+log = logging.getLogger(__name__)
 
 
 class ExportValidationError(CertSRError):
@@ -463,5 +466,7 @@ def cached_onnx(
     """
     path = onnx_cache_path(model, fp16=fp16, opset=opset, cache_dir=cache_dir)
     if not path.is_file():
-        export_onnx(model, path, fp16=fp16, opset=opset)
+        log.info("exporting %s to the ONNX cache (once per model and precision): %s", model.name, path)
+        report = export_onnx(model, path, fp16=fp16, opset=opset)
+        log.info("ONNX export done in %.0f s; %s", report.seconds, report.validation.summary())
     return path
