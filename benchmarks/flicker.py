@@ -25,6 +25,7 @@ import argparse
 import datetime
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -132,7 +133,7 @@ def main() -> None:
         f"# Flicker: shared noise field vs fresh noise per frame ({args.model}, sigma {args.sigma}, "
         f"n = {args.samples})",
         "",
-        f"- command: `python {' '.join(sys.argv)}`",
+        f"- command: `python {shlex.join(sys.argv)}`",
         f"- machine: {machine()} (shared with other jobs; timing does not affect these numbers)",
         f"- date: {started:%Y-%m-%d %H:%M} UTC, {elapsed:.0f} s",
         f"- clips: synthetic {w}x{h} LR texture, {args.frames} frames; static = identical frames, pan = 1 LR "
