@@ -15,56 +15,15 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from helpers import make_model, tiny_rrdbnet, tiny_srvgg
 
 from certsr_rt.errors import BackendError, CertSRError, InputError, MissingDependencyError
 from certsr_rt.export import tensorrt as trt_export
 from certsr_rt.export.tensorrt import EngineCache, EngineKey, GpuInfo, ShapeProfile
-from certsr_rt.models.descriptor import SRModel
-from certsr_rt.models.rrdbnet import RRDBNet
-from certsr_rt.models.srvgg import SRVGGNetCompact
 from certsr_rt.runtime import backends
 from certsr_rt.runtime.backends.torch_backend import TorchBackend
 from certsr_rt.smoothing.aggregate import median
 from certsr_rt.smoothing.noise import gaussian_field
-
-
-def make_model(
-    module: torch.nn.Module,
-    name: str,
-    architecture: str,
-    hyperparameters: dict[str, Any] | None = None,
-    *,
-    default_sigma: float | None = 0.03,
-    sha256: str = "0" * 64,
-    supports_half: bool = True,
-) -> SRModel:
-    """An SRModel around a module built here (tiny random weights, or real weights loaded by hand)."""
-    return SRModel(
-        module=module,
-        name=name,
-        architecture=architecture,
-        scale=4,
-        in_channels=3,
-        out_channels=3,
-        hyperparameters=dict(hyperparameters or {}),
-        default_sigma=default_sigma,
-        sha256=sha256,
-        source=f"generated:{name}",
-        supports_half=supports_half,
-    )
-
-
-def tiny_rrdbnet(seed: int = 0) -> SRModel:
-    torch.manual_seed(seed)
-    hp = {"num_block": 1, "num_feat": 8, "num_grow_ch": 4}
-    return make_model(RRDBNet(**hp).eval(), "tiny-rrdbnet", "RRDBNet", hp)
-
-
-def tiny_srvgg(seed: int = 0) -> SRModel:
-    torch.manual_seed(seed)
-    hp = {"num_feat": 8, "num_conv": 2}
-    return make_model(SRVGGNetCompact(**hp).eval(), "tiny-srvgg", "SRVGGNetCompact", hp)
-
 
 ASSETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "assets" / "data"
 

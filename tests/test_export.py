@@ -14,6 +14,8 @@ from torch import nn
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from helpers import make_model, tiny_rrdbnet, tiny_srvgg  # noqa: E402
+
 from certsr_rt.errors import InputError, MissingDependencyError  # noqa: E402
 from certsr_rt.export import onnx as onnx_export  # noqa: E402
 from certsr_rt.models.descriptor import SRModel  # noqa: E402
@@ -21,44 +23,6 @@ from certsr_rt.models.rrdbnet import RRDBNet  # noqa: E402
 from certsr_rt.models.srvgg import SRVGGNetCompact  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def make_model(
-    module: torch.nn.Module,
-    name: str,
-    architecture: str,
-    hyperparameters: dict[str, Any] | None = None,
-    *,
-    default_sigma: float | None = 0.03,
-    sha256: str = "0" * 64,
-    supports_half: bool = True,
-) -> SRModel:
-    """An SRModel around a module built here (tiny random weights, or real weights loaded by hand)."""
-    return SRModel(
-        module=module,
-        name=name,
-        architecture=architecture,
-        scale=4,
-        in_channels=3,
-        out_channels=3,
-        hyperparameters=dict(hyperparameters or {}),
-        default_sigma=default_sigma,
-        sha256=sha256,
-        source=f"generated:{name}",
-        supports_half=supports_half,
-    )
-
-
-def tiny_rrdbnet(seed: int = 0) -> SRModel:
-    torch.manual_seed(seed)
-    hp = {"num_block": 1, "num_feat": 8, "num_grow_ch": 4}
-    return make_model(RRDBNet(**hp).eval(), "tiny-rrdbnet", "RRDBNet", hp)
-
-
-def tiny_srvgg(seed: int = 0) -> SRModel:
-    torch.manual_seed(seed)
-    hp = {"num_feat": 8, "num_conv": 2}
-    return make_model(SRVGGNetCompact(**hp).eval(), "tiny-srvgg", "SRVGGNetCompact", hp, default_sigma=None)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +79,7 @@ def test_export_has_dynamic_shapes_embedded_weights_and_metadata(rrdb_export) ->
 
 
 def test_fp16_export_keeps_float32_io_and_is_within_the_fp16_bound(tmp_path: Path) -> None:
-    model = tiny_srvgg()
+    model = tiny_srvgg(default_sigma=None)
     before = copy.deepcopy(model.module.state_dict())
     report = onnx_export.export_onnx(model, tmp_path / "half.onnx", fp16=True)
     # The caller's module is untouched (export works on a copy).
@@ -131,7 +95,7 @@ def test_fp16_export_keeps_float32_io_and_is_within_the_fp16_bound(tmp_path: Pat
 
 
 def test_failed_validation_raises_with_the_error_and_writes_nothing(tmp_path: Path, monkeypatch) -> None:
-    model = tiny_srvgg()
+    model = tiny_srvgg(default_sigma=None)
     real_export = onnx_export._torch_export
 
     def export_other_weights(module: nn.Module, path: Path, **kw: Any) -> None:
@@ -169,7 +133,7 @@ def test_read_metadata_rejects_files_not_written_by_export(tmp_path: Path) -> No
 
 
 def test_model_digest_ignores_dtype_and_tracks_weights() -> None:
-    model = tiny_srvgg()
+    model = tiny_srvgg(default_sigma=None)
     with torch.no_grad():
         for p in model.module.parameters():
             p.copy_(p.half().float())  # representable in half, like the bundled weights
@@ -191,11 +155,11 @@ def test_cached_onnx_exports_once_per_content(tmp_path: Path, monkeypatch) -> No
         return real(*args, **kwargs)
 
     monkeypatch.setattr(onnx_export, "export_onnx", counting)
-    model = tiny_srvgg()
+    model = tiny_srvgg(default_sigma=None)
     first = onnx_export.cached_onnx(model)
     assert first.parent == tmp_path / "cache" / "onnx" and first.is_file()
     assert onnx_export.cached_onnx(model) == first and len(calls) == 1
-    assert onnx_export.cached_onnx(tiny_srvgg(seed=0)) == first and len(calls) == 1  # same weights
+    assert onnx_export.cached_onnx(tiny_srvgg(seed=0, default_sigma=None)) == first and len(calls) == 1  # same weights
     other = onnx_export.cached_onnx(tiny_srvgg(seed=1))
     assert other != first and len(calls) == 2
     assert onnx_export.onnx_cache_path(model, fp16=True) not in (first, other)
@@ -206,7 +170,7 @@ def test_export_names_the_extra_when_onnx_is_missing(monkeypatch, tmp_path: Path
 
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(MissingDependencyError, match=r"certsr-rt\[onnx\]"):
-        onnx_export.export_onnx(tiny_srvgg(), tmp_path / "x.onnx")
+        onnx_export.export_onnx(tiny_srvgg(default_sigma=None), tmp_path / "x.onnx")
 
 
 # ----------------------------------------------------------------------------- the export command
@@ -226,7 +190,7 @@ def _cli(monkeypatch, model: SRModel):
 
 
 def test_export_command_prints_the_error_and_writes_the_file(tmp_path: Path, monkeypatch) -> None:
-    runner, app = _cli(monkeypatch, tiny_srvgg())
+    runner, app = _cli(monkeypatch, tiny_srvgg(default_sigma=None))
     out = tmp_path / "m.onnx"
     result = runner.invoke(app, ["export", "tiny-srvgg", "-o", str(out), "--samples", "31"])
     assert result.exit_code == 0, result.output
@@ -235,7 +199,7 @@ def test_export_command_prints_the_error_and_writes_the_file(tmp_path: Path, mon
 
 
 def test_export_command_fails_on_bad_validation(tmp_path: Path, monkeypatch) -> None:
-    runner, app = _cli(monkeypatch, tiny_srvgg())
+    runner, app = _cli(monkeypatch, tiny_srvgg(default_sigma=None))
     bad = onnx_export.ValidationReport(0.5, (((1, 3, 24, 32), 0.5),), 1e-4)
     monkeypatch.setattr(onnx_export, "validate_onnx", lambda *a, **k: bad)
     result = runner.invoke(app, ["export", "tiny-srvgg", "-o", str(tmp_path / "m.onnx")])
@@ -249,7 +213,7 @@ def test_export_engine_without_tensorrt_names_the_extra_before_exporting(tmp_pat
     import sys
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    runner, app = _cli(monkeypatch, tiny_srvgg())
+    runner, app = _cli(monkeypatch, tiny_srvgg(default_sigma=None))
     result = runner.invoke(app, ["export", "tiny-srvgg", "-o", str(tmp_path / "m.onnx"), "--engine"])
     assert isinstance(result.exception, MissingDependencyError)
     assert "certsr-rt[trt]" in str(result.exception)
