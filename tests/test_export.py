@@ -159,7 +159,8 @@ def test_cached_onnx_exports_once_per_content(tmp_path: Path, monkeypatch) -> No
     first = onnx_export.cached_onnx(model)
     assert first.parent == tmp_path / "cache" / "onnx" and first.is_file()
     assert onnx_export.cached_onnx(model) == first and len(calls) == 1
-    assert onnx_export.cached_onnx(tiny_srvgg(seed=0, default_sigma=None)) == first and len(calls) == 1  # same weights
+    same_weights = tiny_srvgg(seed=0, default_sigma=None)
+    assert onnx_export.cached_onnx(same_weights) == first and len(calls) == 1
     other = onnx_export.cached_onnx(tiny_srvgg(seed=1))
     assert other != first and len(calls) == 2
     assert onnx_export.onnx_cache_path(model, fp16=True) not in (first, other)
