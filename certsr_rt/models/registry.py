@@ -142,6 +142,10 @@ def build_module(
         raise ModelLoadError(f"cannot build {architecture} with {dict(hyperparameters)}: {exc}") from None
 
 
+# How the real models' sigma was chosen (σ belongs to the model): an LPIPS sweep on Set5 + Set14
+# (benchmarks/bench_quality.py), keeping the largest swept sigma whose LPIPS cost over the plain model is
+# at most 0.01 on both clean inputs and inputs with N(0, 0.03^2) sensor noise. Both bundled models were
+# trained on noisy degradations already, so smoothing mostly softens them: the chosen sigma is small.
 _SPECS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -155,7 +159,7 @@ _SPECS: dict[str, ModelSpec] = {
             sha256="086cb22a3e5b7727080a43be34a4b953085bf801c6938834dea72adfd7ce028d",
             license="BSD-3-Clause",
             description="Real-ESRGAN x4plus (ESRGAN generator, 23 RRDB blocks): best quality, slow",
-            default_sigma=0.01,  # provisional: replaced by the LPIPS sweep in benchmarks/
+            default_sigma=0.01,  # LPIPS sweep: benchmarks/results/quality_set5_set14.md
             is_default=True,
         ),
         ModelSpec(
@@ -168,7 +172,7 @@ _SPECS: dict[str, ModelSpec] = {
             sha256="b0b8a8b95789674e6b208eb1e798377af694497b9becfa427f4cb7985944636a",
             license="BSD-3-Clause",
             description="Real-ESRGAN animevideov3 (compact, 16 convs): fast, for video and CPU",
-            default_sigma=0.01,  # provisional: replaced by the LPIPS sweep in benchmarks/
+            default_sigma=0.01,  # LPIPS sweep: benchmarks/results/quality_set5_set14_animevideov3.md
         ),
         ModelSpec(
             name="tiny-rrdbnet",
