@@ -188,3 +188,15 @@ def test_fp16_nonfinite_falls_back_to_fp32(tiny, monkeypatch):
     out = backend.infer(torch.rand(2, 3, 6, 6))
     assert torch.isfinite(out).all()
     assert backend.fell_back_to_fp32 and backend.precision == "fp32"
+
+
+def test_noise_cache_reuses_a_fixed_field_and_never_changes_results(tiny, photo):
+    up = make(tiny, tile=20, chunk_size=2)
+    first = up(photo, noise_key=0)
+    cached = dict(up._noise_cache)
+    assert cached  # the fixed field of key 0 is kept for the next frame
+    assert np.array_equal(up(photo, noise_key=0), first)
+    other = up(photo, noise_key=1)
+    assert all(k[0] == 1 for k in up._noise_cache)  # a new key replaces the old field
+    assert np.array_equal(other, make(tiny, tile=20, chunk_size=2)(photo, noise_key=1))
+    assert not np.array_equal(other, first)

@@ -41,6 +41,7 @@ ProgressCallback = Callable[[int, int], None]
 # magnitude: RRDBNet keeps 64-channel maps at 16x the LR pixel count in its upsampling tail.
 _BYTES_PER_LR_PIXEL = {"RRDBNet": 14_000, "SRVGGNetCompact": 3_000}
 _CPU_BATCH_BUDGET = 2 * 1024**3
+_NOISE_CACHE_BYTES = 512 * 1024**2
 
 
 @dataclass
@@ -125,6 +126,10 @@ class Upscaler:
         self.tile_overlap = tile_overlap
         self.progress = progress
         self.scale = self.model.scale
+        # Noise of the last image's (key, tile, chunk)s: a video with a fixed noise field reuses it every
+        # frame instead of regenerating it. Bounded by _NOISE_CACHE_BYTES; cleared when the key changes.
+        self._noise_cache: dict[tuple[int, ...], torch.Tensor] = {}
+        self._noise_cache_bytes = 0
 
         self.ranks: CertifiedRanks | None = None
         self.bounds = bounds
@@ -321,16 +326,7 @@ class Upscaler:
                 k = min(chunk, n - start)
                 batch = patch.expand(k, -1, -1, -1)
                 if sigma > 0:
-                    noise = gaussian_field(
-                        (k, c, th, tw),
-                        seed=self.smoothing.seed,
-                        key=noise_key,
-                        sample_offset=start,
-                        row_offset=tile.y0,
-                        col_offset=tile.x0,
-                        device=self.device,
-                    )
-                    batch = batch + sigma * noise
+                    batch = batch + sigma * self._noise(noise_key, tile, start, k, c)
                 outputs[start : start + k] = self.backend.infer(batch.contiguous())
                 done += 1
                 if self.progress is not None:
@@ -355,6 +351,31 @@ class Upscaler:
         lower, upper = result[1:2], result[2:3]
         summary = summarize_bounds(lower.clamp(0, 1), upper.clamp(0, 1), image.clamp(0, 1), ranks=self.ranks)
         return UpscaleResult(image, lower, upper, summary)
+
+    def _noise(self, key: int, tile: Tile, start: int, k: int, channels: int) -> torch.Tensor:
+        """The noise field for samples ``[start, start + k)`` of ``tile``, cached across calls."""
+        th, tw = tile.y1 - tile.y0, tile.x1 - tile.x0
+        cache_key = (key, tile.y0, tile.x0, th, tw, start, k, channels)
+        noise = self._noise_cache.get(cache_key)
+        if noise is not None:
+            return noise
+        noise = gaussian_field(
+            (k, channels, th, tw),
+            seed=self.smoothing.seed,
+            key=key,
+            sample_offset=start,
+            row_offset=tile.y0,
+            col_offset=tile.x0,
+            device=self.device,
+        )
+        if any(ck[0] != key for ck in self._noise_cache):
+            self._noise_cache.clear()
+            self._noise_cache_bytes = 0
+        size = noise.numel() * noise.element_size()
+        if self._noise_cache_bytes + size <= _NOISE_CACHE_BYTES:
+            self._noise_cache[cache_key] = noise
+            self._noise_cache_bytes += size
+        return noise
 
     def close(self) -> None:
         """Release the backend's resources."""

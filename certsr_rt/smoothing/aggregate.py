@@ -62,9 +62,10 @@ def median_and_order_statistics(
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Median and order statistics over axis 0 with one sort (torch reference for the CUDA kernel)."""
     n = samples.shape[0]
-    ordered, _ = torch.sort(samples, dim=0)
-    med = ordered[n // 2] if n % 2 == 1 else 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])
     for k in ranks:
         if not 1 <= k <= n:
             raise ValueError(f"order-statistic rank must be in [1, {n}], got {k}")
-    return med, [ordered[k - 1] for k in ranks]
+    # Sorting along a contiguous last axis is ~2x faster on CPU than along the strided sample axis.
+    ordered, _ = torch.sort(samples.movedim(0, -1).contiguous(), dim=-1)
+    med = ordered[..., n // 2] if n % 2 == 1 else 0.5 * (ordered[..., n // 2 - 1] + ordered[..., n // 2])
+    return med, [ordered[..., k - 1] for k in ranks]

@@ -19,24 +19,27 @@ import torch
 _MASK32 = 0xFFFFFFFF
 
 
-def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    """``(x * c) mod 2**32`` for x in [0, 2**32) without int64 overflow (split c into 16-bit halves)."""
-    lo = c & 0xFFFF
-    hi = c >> 16
-    return (x * lo + (((x * hi) & 0xFFFF) << 16)) & _MASK32
+def _mul32_(x: torch.Tensor, c: int) -> torch.Tensor:
+    """In place: ``x = (x * c) mod 2**32`` for x in [0, 2**32), without int64 overflow.
+
+    A constant c >= 2**31 is replaced by c - 2**32 (same product modulo 2**32, and |x * c| < 2**63);
+    masking the two's-complement result keeps its low 32 bits.
+    """
+    return x.mul_(c - 2**32 if c >= 2**31 else c).bitwise_and_(_MASK32)
 
 
-def _lowbias32(x: torch.Tensor) -> torch.Tensor:
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
+def _lowbias32_(x: torch.Tensor) -> torch.Tensor:
+    """In place: Chris Wellons' lowbias32 mixer on 32-bit values held in int64."""
+    x.bitwise_xor_(x >> 16)
+    _mul32_(x, 0x7FEB352D)
+    x.bitwise_xor_(x >> 15)
+    _mul32_(x, 0x846CA68B)
+    return x.bitwise_xor_(x >> 16)
 
 
 def _combine(h: torch.Tensor, v: torch.Tensor | int) -> torch.Tensor:
-    """Fold one more coordinate into a running hash."""
-    return _lowbias32((h ^ v) & _MASK32)
+    """Fold one more coordinate into a running hash (a new tensor; ``h`` is not modified)."""
+    return _lowbias32_((h ^ v).bitwise_and_(_MASK32))
 
 
 def gaussian_field(
@@ -71,15 +74,15 @@ def gaussian_field(
     n, c, h, w = shape
     dev = torch.device(device)
     idx = lambda count, off: torch.arange(off, off + count, device=dev, dtype=torch.int64)  # noqa: E731
-    base = _combine(_lowbias32(torch.tensor(seed & _MASK32, device=dev, dtype=torch.int64)), key & _MASK32)
+    base = _combine(_lowbias32_(torch.tensor(seed & _MASK32, device=dev, dtype=torch.int64)), key & _MASK32)
     hs = _combine(base, idx(n, sample_offset).view(n, 1, 1, 1))
     hc = _combine(hs, idx(c, 0).view(1, c, 1, 1))
     hy = _combine(hc, (idx(h, row_offset) & _MASK32).view(1, 1, h, 1))
     hx = _combine(hy, (idx(w, col_offset) & _MASK32).view(1, 1, 1, w))
-    h1 = _lowbias32(hx ^ 0x68E31DA4)
-    h2 = _lowbias32(hx ^ 0x1B56C4E9)
+    h1 = _lowbias32_(hx ^ 0x68E31DA4)
+    h2 = _lowbias32_(hx.bitwise_xor_(0x1B56C4E9))
     # 24-bit uniforms; u1 in (0, 1] keeps the log finite.
-    u1 = ((h1 >> 8).to(torch.float64) + 1.0) / 16777216.0
-    u2 = (h2 >> 8).to(torch.float64) / 16777216.0
-    z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
+    u1 = h1.bitwise_right_shift_(8).to(torch.float64).add_(1.0).div_(16777216.0)
+    u2 = h2.bitwise_right_shift_(8).to(torch.float64).mul_(2.0 * math.pi / 16777216.0)
+    z = u1.log_().mul_(-2.0).sqrt_().mul_(u2.cos_())
     return z.to(dtype)
