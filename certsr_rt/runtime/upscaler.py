@@ -40,7 +40,10 @@ ProgressCallback = Callable[[int, int], None]
 # Rough peak activation bytes per LR pixel per sample, by architecture (fp32, inference). Measured order of
 # magnitude: RRDBNet keeps 64-channel maps at 16x the LR pixel count in its upsampling tail.
 _BYTES_PER_LR_PIXEL = {"RRDBNet": 14_000, "SRVGGNetCompact": 3_000}
-_CPU_BATCH_BUDGET = 2 * 1024**3
+# CPU convolutions lose efficiency once a batch's activations leave the cache: RRDBNet at 64x64 LR costs
+# 0.95 s/sample in batches of 1-5 but 1.33 s/sample in one batch of 21 (benchmarks/results/cost_cpu.md).
+# 256 MiB keeps RRDBNet batches near 20k LR pixels.
+_CPU_BATCH_BUDGET = 256 * 1024**2
 _NOISE_CACHE_BYTES = 512 * 1024**2
 
 
