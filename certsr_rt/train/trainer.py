@@ -327,7 +327,7 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.g_train = DistributedDataParallel(self.net_g, device_ids=ids, broadcast_buffers=False)
+            self.g_train = DistributedDataParallel(self.net_g, device_ids=ids)
 
     # ------------------------------------------------------------------------------------------------
     # small helpers
