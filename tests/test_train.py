@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -512,3 +517,31 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert result.output.strip().startswith("error: expected a folder of training images")
     result = CliRunner().invoke(_cli(), ["train", "--model", "tiny-srvgg"])
     assert result.exit_code == 1 and "--hr-dir" in result.output
+
+
+def test_sigterm_stops_after_the_iteration_with_a_checkpoint(
+    vgg_file: Path, hr_small: Path, tmp_path: Path
+) -> None:
+    cfg = tiny_config(vgg_file, hr_small, tmp_path / "run", iterations=100_000)
+    code = (
+        "import json, sys; from certsr_rt.train import TrainConfig, Trainer; "
+        "r = Trainer(TrainConfig.from_mapping(json.loads(sys.argv[1])), log=lambda m: None).run(); "
+        "print(r.stop_reason, r.iteration)"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, json.dumps(cfg.to_dict())], stdout=subprocess.PIPE, text=True, env=env
+    )
+    log = tmp_path / "run" / "loss_log.jsonl"
+    deadline = time.monotonic() + 60
+    while not (log.is_file() and log.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    reason, iteration = out.split()
+    assert reason == "signal" and int(iteration) >= 1
+    state = find_latest_state(tmp_path / "run")
+    assert state is not None and load_state_file(state)["iteration"] == int(iteration)
+    resumed = Trainer(cfg.replace(resume="auto", iterations=int(iteration) + 1), log=quiet).run()
+    assert resumed.iterations_run == 1 and resumed.stop_reason == "done"
