@@ -4,9 +4,9 @@ Needs a CUDA GPU, and cuda-python for the kernel (``pip install 'certsr-rt[gpu]'
 
 ``median``   21 x 3 x 1080 x 1920 samples (a 1080p output) in fp16 and fp32: the kernel's network path,
              generic path and network path with two extra ranks (certified bounds), against
-             ``torch.median``, ``torch.kthvalue`` and ``torch.sort`` along dim 0. Reports ms (median of
-             timed calls, CUDA events) and effective bandwidth (bytes read + written / time); every result
-             is checked against ``torch.sort``.
+             ``torch.median``, ``torch.kthvalue``, ``torch.sort`` and the selection network in torch ops
+             along dim 0. Reports ms (median of timed calls, CUDA events) and effective bandwidth (bytes
+             read + written / time); every result is checked against ``torch.sort``.
 ``backend``  Real-ESRGAN x4plus (RRDBNet, bundled weights) on a 21-sample batch, one call, for a 120x120 LR
              crop and a 480x270 LR frame (1080p out): fp32 / fp16 / bf16, eager NCHW, eager channels_last,
              ``torch.compile`` (inductor), CUDA graphs (eager channels_last captured once) and, when
@@ -84,6 +84,7 @@ def machine_lines(command: str) -> list[str]:
 
 def bench_median(args: argparse.Namespace) -> list[str]:
     from certsr_rt.runtime import cuda_median as cm
+    from certsr_rt.smoothing import aggregate
 
     reason = cm.kernel_unavailable_reason("cuda")
     n, shape = 21, (3, 1080, 1920)
@@ -104,6 +105,9 @@ def bench_median(args: argparse.Namespace) -> list[str]:
             "torch.median(dim=0)": lambda x=x: torch.median(x, dim=0).values,
             "torch.kthvalue(k=11, dim=0)": lambda x=x: torch.kthvalue(x, n // 2 + 1, dim=0).values,
             "torch.sort(dim=0)[10]": lambda x=x: torch.sort(x, dim=0).values[n // 2],
+            "torch, selection network (91 min/max pairs)": lambda x=x: aggregate.median_and_order_statistics(
+                x, method="network"
+            )[0],
         }
         if reason is None:
             methods["kernel, network (91 CE)"] = lambda x=x: cm.median(x, method="network")

@@ -30,3 +30,34 @@ def test_order_statistics_match_sorting():
 def test_rank_out_of_range_is_refused():
     with pytest.raises(ValueError, match=r"rank must be in \[1, 3\]"):
         order_statistics(torch.zeros(3, 2), [4])
+
+
+@pytest.mark.parametrize(
+    ("n", "ranks"), [(21, ()), (21, (4, 18)), (20, (1, 20)), (2, ()), (3, (1, 3)), (64, (7,))]
+)
+def test_network_method_equals_the_sort(n, ranks):
+    gen = torch.Generator().manual_seed(n)
+    # Continuous values, then heavy ties with infinities.
+    ties = torch.randint(0, 4, (n, 3, 6, 5), generator=gen).float()
+    ties[ties == 3] = float("inf")
+    for x in (torch.randn(n, 3, 6, 5, generator=gen), ties):
+        med, stats = median_and_order_statistics(x, ranks, method="network")
+        ref_med, ref_stats = median_and_order_statistics(x, ranks, method="sort")
+        assert torch.equal(med, ref_med)
+        assert all(torch.equal(a, b) for a, b in zip(stats, ref_stats, strict=True))
+
+
+def test_auto_sorts_when_a_nan_is_present_so_nan_orders_last():
+    x = torch.arange(21.0).view(21, 1).repeat(1, 4)
+    x[0, 1] = float("nan")  # one NaN among 21: sorted last, so the median shifts up by one
+    med, _ = median_and_order_statistics(x, method="auto")
+    assert torch.equal(med, torch.tensor([10.0, 11.0, 10.0, 10.0]))
+    net, _ = median_and_order_statistics(x, method="network")
+    assert torch.isnan(net[1])  # why auto does not take the network here
+
+
+def test_network_method_bounds():
+    with pytest.raises(ValueError, match="n <= 64"):
+        median_and_order_statistics(torch.zeros(65, 2), method="network")
+    with pytest.raises(ValueError, match="method"):
+        median_and_order_statistics(torch.zeros(3, 2), method="quick")

@@ -4,15 +4,16 @@
 :func:`certsr_rt.smoothing.aggregate.median_and_order_statistics` and returns the same values. For a CUDA
 tensor (fp32, fp16 or bf16) it runs a kernel compiled at run time with NVRTC through NVIDIA's
 ``cuda-python`` bindings (``pip install 'certsr-rt[gpu]'``); on CPU, for other dtypes, or when the bindings
-are missing it runs the torch reference.
+are missing it runs the torch implementation (:mod:`certsr_rt.smoothing.aggregate`).
 
 The kernel. One thread per output element, the n samples in registers:
 
 * **network path** (n <= :data:`NETWORK_MAX_N`): a compare-exchange *selection network*, generated in Python
-  by :func:`selection_network` from Batcher's odd-even merge sorting network and pruned to the output
-  ranks that are needed (91 compare-exchanges for the median of n = 21, against 112 for the full sort).
-  The network is plain data, so it is verified on CPU (tests simulate it and, for n = 21, check all 2**21
-  zero-one inputs, which by the zero-one principle proves it for every input).
+  by :func:`certsr_rt.smoothing.network.selection_network` from Batcher's odd-even merge sorting network and
+  pruned to the output ranks that are needed (91 compare-exchanges for the median of n = 21, against 112 for
+  the full sort). The network is plain data, so it is verified on CPU (tests simulate it and, for n = 21,
+  check all 2**21 zero-one inputs, which by the zero-one principle proves it for every input); the torch
+  path runs the same network on whole sample planes.
 * **generic path** (any n): for each needed rank, a bisection over the 32-bit order-preserving key of the
   values (32 passes over the n samples, no local memory), exact for any n and rank.
 
@@ -40,7 +41,6 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from types import ModuleType
 from typing import Any
 
@@ -48,6 +48,14 @@ import torch
 
 from certsr_rt.errors import BackendError, InputError, MissingDependencyError
 from certsr_rt.smoothing import aggregate
+from certsr_rt.smoothing.network import (
+    NETWORK_MAX_N,
+    batcher_sorting_network,
+    check_ranks,
+    needed_ranks,
+    selection_network,
+    simulate_network,
+)
 
 __all__ = [
     "NETWORK_MAX_N",
@@ -65,112 +73,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-NETWORK_MAX_N = 64
-"""Largest n served by the register-resident selection network; larger n use the generic path."""
-
 _BLOCK = 256
 _KERNEL_DTYPES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
-
-Comparator = tuple[int, int]
-
-
-# --------------------------------------------------------------------------------------------------------
-# The network, as data.
-
-
-@cache
-def batcher_sorting_network(n: int) -> tuple[Comparator, ...]:
-    """Batcher's odd-even merge sorting network for ``n`` wires, as compare-exchanges ``(i, j)``, ``i < j``.
-
-    After a compare-exchange wire ``i`` holds the smaller and wire ``j`` the larger value. The network is
-    built for the next power of two and the comparators touching wires ``>= n`` are dropped: those wires
-    can be thought of as holding ``+inf``, which no ascending comparator ever moves, so the dropped
-    comparators were no-ops.
-
-    Args:
-        n: number of values, >= 1.
-
-    Returns:
-        The comparators in execution order.
-    """
-    if n < 1:
-        raise InputError(f"Expected a network size n >= 1, but got {n}")
-    size = 1
-    while size < n:
-        size *= 2
-    comparators: list[Comparator] = []
-    p = 1
-    while p < size:
-        k = p
-        while k >= 1:
-            j = k % p
-            while j < size - k:
-                for i in range(min(k, size - j - k)):
-                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
-                        comparators.append((i + j, i + j + k))
-                j += 2 * k
-            k //= 2
-        p *= 2
-    return tuple((a, b) for a, b in comparators if b < n)
-
-
-def needed_ranks(n: int, ranks: Sequence[int] = ()) -> tuple[int, ...]:
-    """The 0-based sorted positions the kernel must produce: the median's one or two, then ``ranks``.
-
-    Args:
-        n: number of samples.
-        ranks: extra 1-based order statistics.
-
-    Returns:
-        Sorted, de-duplicated 0-based positions.
-    """
-    _check_ranks(n, ranks)
-    middle = {n // 2} if n % 2 == 1 else {n // 2 - 1, n // 2}
-    return tuple(sorted(middle | {k - 1 for k in ranks}))
-
-
-@cache
-def selection_network(n: int, positions: tuple[int, ...]) -> tuple[Comparator, ...]:
-    """The sorting network for ``n`` pruned to the comparators that can affect ``positions``.
-
-    Walking the sorting network backwards, a comparator is kept when one of its output wires is still
-    needed, and then both of its input wires become needed. The kept comparators put exactly the sorted
-    values at ``positions`` (other wires may end unsorted).
-
-    Args:
-        n: number of values.
-        positions: 0-based sorted positions wanted, each in ``[0, n)``.
-
-    Returns:
-        The kept comparators in execution order.
-    """
-    for p in positions:
-        if not 0 <= p < n:
-            raise InputError(f"Expected sorted positions in [0, {n}), but got {p}")
-    needed = set(positions)
-    kept: list[Comparator] = []
-    for a, b in reversed(batcher_sorting_network(n)):
-        if a in needed or b in needed:
-            kept.append((a, b))
-            needed.update((a, b))
-    return tuple(reversed(kept))
-
-
-def simulate_network(values: torch.Tensor, network: Sequence[Comparator]) -> torch.Tensor:
-    """Apply a compare-exchange network along dim 0 (CPU check of what the kernel does).
-
-    Args:
-        values: ``n x ...`` tensor.
-        network: comparators ``(i, j)``, ``i < j``.
-
-    Returns:
-        A new tensor where each comparator has put the minimum on wire ``i`` and the maximum on wire ``j``.
-    """
-    wires = list(values.clone().unbind(0))
-    for a, b in network:
-        wires[a], wires[b] = torch.minimum(wires[a], wires[b]), torch.maximum(wires[a], wires[b])
-    return torch.stack(wires)
-
 
 # --------------------------------------------------------------------------------------------------------
 # CUDA C source.
@@ -271,7 +175,7 @@ def kernel_source(spec: KernelSpec) -> str:
     if spec.dtype not in _IO:
         raise InputError(f"Expected dtype f32, f16 or bf16, but got {spec.dtype!r}")
     n = spec.n
-    _check_ranks(n, spec.ranks)
+    check_ranks(n, spec.ranks)
     head = [
         _PRELUDE + _IO[spec.dtype],
         f'extern "C" __global__ void __launch_bounds__({_BLOCK})',
@@ -511,7 +415,7 @@ def median_and_order_statistics(
         raise InputError(f"Expected samples with n >= 1 along dim 0, but got shape {tuple(samples.shape)}")
     n = samples.shape[0]
     ranks = tuple(int(k) for k in ranks)
-    _check_ranks(n, ranks)
+    check_ranks(n, ranks)
     if method == "torch":
         return aggregate.median_and_order_statistics(samples, ranks)
     explicit = method != "auto"
@@ -547,12 +451,6 @@ def median_and_order_statistics(
 def median(samples: torch.Tensor, *, method: str = "auto") -> torch.Tensor:
     """Per-element median over dim 0 (even n: mean of the two middle values); see the module docstring."""
     return median_and_order_statistics(samples, (), method=method)[0]
-
-
-def _check_ranks(n: int, ranks: Sequence[int]) -> None:
-    for k in ranks:
-        if not 1 <= k <= n:
-            raise InputError(f"Expected order-statistic ranks in [1, {n}], but got {k}")
 
 
 def source_digest(spec: KernelSpec) -> str:

@@ -1,7 +1,7 @@
-"""Reductions over the sample axis: the median and extra order statistics (torch reference).
+"""Reductions over the sample axis: the median and extra order statistics, in torch.
 
 The CUDA kernel in :mod:`certsr_rt.runtime.cuda_median` computes the same values faster on GPU; this module
-is the reference it is tested against and the fallback everywhere else.
+is the fallback everywhere else, and its ``method="sort"`` is the reference both are tested against.
 
 NaN policy: NaNs order after every number (as ``torch.sort`` does). The runtime never feeds NaNs here in
 practice: a chunk with a non-finite output is recomputed in fp32 before aggregation.
@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
+from certsr_rt.smoothing.network import NETWORK_MAX_N, apply_network, needed_ranks, selection_network
 
 
 def median(samples: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -58,14 +60,40 @@ def order_statistics(samples: torch.Tensor, ranks: Sequence[int], dim: int = 0) 
 
 
 def median_and_order_statistics(
-    samples: torch.Tensor, ranks: Sequence[int] = ()
+    samples: torch.Tensor, ranks: Sequence[int] = (), *, method: str = "auto"
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Median and order statistics over axis 0 with one sort (torch reference for the CUDA kernel)."""
+    """Median and 1-based order statistics over axis 0, on any device.
+
+    Args:
+        samples: ``n x ...`` tensor of n samples.
+        ranks: extra 1-based ranks, each in ``[1, n]``.
+        method: ``"sort"`` (``torch.sort`` along the sample axis: the reference), ``"network"`` (the
+            compare-exchange selection network of :mod:`certsr_rt.smoothing.network` on whole sample
+            planes, n <= :data:`~certsr_rt.smoothing.network.NETWORK_MAX_N`), or ``"auto"``: the network
+            when it applies and the samples hold no NaN (``torch.minimum`` would spread a NaN where the sort
+            orders it last), else the sort. Both give the same values (``-0.0`` and ``+0.0`` may swap).
+
+    Returns:
+        ``(median, [order statistic for each rank])``, each shaped ``samples.shape[1:]``.
+    """
     n = samples.shape[0]
     for k in ranks:
         if not 1 <= k <= n:
             raise ValueError(f"order-statistic rank must be in [1, {n}], got {k}")
-    # Sorting along a contiguous last axis is ~2x faster on CPU than along the strided sample axis.
-    ordered, _ = torch.sort(samples.movedim(0, -1).contiguous(), dim=-1)
-    med = ordered[..., n // 2] if n % 2 == 1 else 0.5 * (ordered[..., n // 2 - 1] + ordered[..., n // 2])
-    return med, [ordered[..., k - 1] for k in ranks]
+    if method not in ("auto", "sort", "network"):
+        raise ValueError(f"method must be auto, sort or network, got {method!r}")
+    if method == "network" and n > NETWORK_MAX_N:
+        raise ValueError(f"the network method takes n <= {NETWORK_MAX_N}, got n = {n}")
+    if method == "auto":
+        use_network = 1 < n <= NETWORK_MAX_N and not bool(torch.isnan(samples).any())
+        method = "network" if use_network else "sort"
+    positions = needed_ranks(n, ranks)
+    if method == "network":
+        wires = apply_network(list(samples.unbind(0)), selection_network(n, positions))
+        at = wires.__getitem__
+    else:
+        # Sorting along a contiguous last axis is ~2x faster on CPU than along the strided sample axis.
+        ordered, _ = torch.sort(samples.movedim(0, -1).contiguous(), dim=-1)
+        at = lambda p: ordered[..., p]  # noqa: E731
+    med = at(n // 2) if n % 2 == 1 else 0.5 * (at(n // 2 - 1) + at(n // 2))
+    return med, [at(k - 1) for k in ranks]
