@@ -58,9 +58,91 @@ def test_output_is_the_median_of_noisy_forwards(tiny):
 
 
 def test_chunking_does_not_change_the_result(tiny, photo):
-    a = make(tiny, chunk_size=1)(photo)
-    b = make(tiny, chunk_size=5)(photo)
-    assert np.array_equal(a, b)
+    # Same noise, same median; only the batched convolutions' float rounding may differ.
+    x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    torch.testing.assert_close(make(tiny, chunk_size=1)(x), make(tiny, chunk_size=5)(x), rtol=0, atol=1e-5)
+    a = make(tiny, chunk_size=1)(photo).astype(np.int16)
+    b = make(tiny, chunk_size=5)(photo).astype(np.int16)
+    assert np.abs(a - b).max() <= 1
+
+
+def test_tiny_model_output_is_in_the_visible_range(tiny, photo):
+    # Tests that compare outputs (seeds, tiles, chunks, backends) compare something only if the tiny
+    # model's output is not clamped to black or white.
+    out = make(tiny, sigma=0.0, samples=1)(photo)
+    assert 60 < out.mean() < 200 and out.std() > 20
+    assert (out == 0).mean() < 0.05 and (out == 255).mean() < 0.05
+
+
+def test_one_sample_is_the_plain_model(tiny, photo):
+    plain = make(tiny, sigma=0.0, samples=1)
+    one = make(tiny, sigma=0.2, samples=1)
+    assert one.is_plain and one.samples == 1
+    assert np.array_equal(one(photo), plain(photo))
+    assert not np.array_equal(make(tiny, sigma=0.2, samples=3)(photo), plain(photo))
+
+
+def test_gray_is_smoothed_as_gray_and_its_bounds_count_gray_values(tiny):
+    img = (np.random.default_rng(3).random((10, 12)) * 255).astype(np.uint8)
+    up = Upscaler(
+        tiny, SmoothingConfig(sigma=0.1, samples=41), device="cpu", tile=0, bounds=BoundsConfig(eps=0.02)
+    )
+    seen = []
+    real_infer = up.backend.infer
+    up.backend.infer = lambda b: (seen.append(b.clone()), real_infer(b))[1]
+    r = up.upscale(img)
+    # One noise value per pixel shared by the model's three input channels: a perturbation of the gray
+    # image is then exactly a perturbation of what was smoothed, so the certified eps is the stated one.
+    batch = torch.cat(seen)
+    assert torch.equal(batch[:, 0], batch[:, 1]) and torch.equal(batch[:, 1], batch[:, 2])
+    assert r.image.shape == r.lower.shape == r.upper.shape == (40, 48)
+    assert r.summary.num_values == 40 * 48
+    assert np.all(r.lower <= r.image) and np.all(r.image <= r.upper)
+
+
+def test_float_input_outside_the_unit_range_is_refused(tiny):
+    up = make(tiny)
+    with pytest.raises(InputError, match=r"\[0, 1\].*0\.\.255"):
+        up(np.full((6, 6, 3), 200.0, np.float32))
+    with pytest.raises(InputError, match="NaN"):
+        up(torch.full((1, 3, 6, 6), float("nan")))
+    with pytest.raises(InputError, match=r"\[0, 1\]"):
+        up(torch.full((1, 3, 6, 6), -0.5))
+    # Rounding just outside [0, 1] is clipped, not refused.
+    assert up(np.full((6, 6, 3), 1.004, np.float32)).shape == (24, 24, 3)
+
+
+def test_too_large_for_memory_is_one_input_error_with_advice(tiny, photo, monkeypatch):
+    import certsr_rt.runtime.upscaler as upscaler_module
+
+    up = make(tiny, tile=64, samples=201)
+    monkeypatch.setattr(upscaler_module, "_available_memory", lambda device: 200 * 2**20)
+    with pytest.raises(InputError, match=r"100x100 image is too large.*needed.*200 MiB available.*--tile"):
+        up(np.zeros((100, 100, 3), np.uint8))
+    monkeypatch.setattr(upscaler_module, "_available_memory", lambda device: 20 * 2**20)
+    with pytest.raises(InputError, match="the upscaled result alone does not fit"):
+        make(tiny, tile=64, samples=3)(np.zeros((200, 200, 3), np.uint8))
+    assert make(tiny, tile=16, samples=3)(photo).shape == (160, 208, 3)  # small enough still runs
+
+
+def test_an_allocation_failure_becomes_an_input_error(tiny, photo):
+    up = make(tiny)
+
+    def fail(x):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9072000000 B")
+
+    up.backend.infer = fail
+    with pytest.raises(InputError, match=r"40x52x3 image is too large.*can't allocate memory"):
+        up(photo)
+
+
+def test_small_tiles_get_a_smaller_overlap(tiny, photo):
+    up = Upscaler(tiny, SmoothingConfig(sigma=0.05, samples=3), device="cpu", tile=8)
+    assert up.tile_overlap == 2
+    whole = make(tiny, tile=0, samples=3, sigma=0.05)(photo).astype(np.int16)
+    # 8-pixel tiles cut the model's context more often than 20-pixel ones (see the tiling test above):
+    # a looser stated tolerance.
+    assert np.abs(up(photo).astype(np.int16) - whole).mean() < 5
 
 
 def test_tiled_matches_untiled_within_tolerance(tiny, photo):

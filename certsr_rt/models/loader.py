@@ -284,7 +284,14 @@ def _build(
 
 
 def _generated_state_dict(spec: ModelSpec) -> StateDict:
-    """Deterministic weights for a test-only model: PyTorch's default init, drawn from a local generator."""
+    """Deterministic weights for a test-only model: PyTorch's default init, drawn from a local generator.
+
+    An RRDBNet has no skip from its input to its output, and with random weights its output sits around
+    -0.06 with a spread of 0.03: after clamping to [0, 1] every image would be black and tests comparing
+    outputs would compare nothing. So its last convolution is then rescaled (weight and bias, still a
+    fixed function of the seed) to give mean 0.5 and spread 0.25 on a probe image drawn from the same
+    generator: outputs stay a random function of the input, now in the visible range.
+    """
     gen = torch.Generator().manual_seed(spec.seed)
     template = build_module(spec.architecture, spec.hyperparameters, device="meta").state_dict()
     out: StateDict = {}
@@ -295,6 +302,15 @@ def _generated_state_dict(spec: ModelSpec) -> StateDict:
         weight = template[key.rsplit(".", 1)[0] + ".weight"]
         bound = 1.0 / math.sqrt(weight[0].numel())  # fan_in; kaiming_uniform(a=sqrt(5)) and bias bound
         out[key] = (torch.rand(tuple(t.shape), generator=gen) * 2 - 1) * bound
+    if spec.architecture == "RRDBNet":
+        module = build_module(spec.architecture, spec.hyperparameters, device="meta")
+        module.load_state_dict(out, assign=True)
+        probe = torch.rand(1, int(spec.hyperparameters.get("num_in_ch", 3)), 16, 16, generator=gen)
+        with torch.no_grad():
+            y = module(probe)
+        gain = 0.25 / max(float(y.std()), 1e-8)
+        out["conv_last.weight"] = out["conv_last.weight"] * gain
+        out["conv_last.bias"] = (out["conv_last.bias"] - float(y.mean())) * gain + 0.5
     return out
 
 

@@ -45,6 +45,9 @@ _BYTES_PER_LR_PIXEL = {"RRDBNet": 14_000, "SRVGGNetCompact": 3_000}
 # 256 MiB keeps RRDBNet batches near 20k LR pixels.
 _CPU_BATCH_BUDGET = 256 * 1024**2
 _NOISE_CACHE_BYTES = 512 * 1024**2
+_DEFAULT_TILE_OVERLAP = 16
+# Float inputs this far outside [0, 1] are rounding (clipped silently); further out is an error.
+_FLOAT_RANGE_SLACK = 0.01
 
 
 @dataclass
@@ -79,6 +82,43 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def _check_float_range(x: torch.Tensor, what: str) -> torch.Tensor:
+    """Float input must be in [0, 1]: values a little outside (rounding) are clipped, others refused."""
+    lo, hi = float(x.min()), float(x.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise InputError(f"Expected a float {what} with finite values in [0, 1], but it contains NaN or inf")
+    if lo < -_FLOAT_RANGE_SLACK or hi > 1 + _FLOAT_RANGE_SLACK:
+        hint = " (it looks like 0..255: divide by 255)" if hi > 2 else ""
+        raise InputError(f"Expected float {what} values in [0, 1], but got [{lo:.4g}, {hi:.4g}]{hint}")
+    return x.clamp(0, 1) if lo < 0 or hi > 1 else x
+
+
+def _available_memory(device: torch.device) -> int | None:
+    """Bytes that can be allocated now on ``device`` (CUDA: free + cached by torch), or None if unknown."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
+
+
+def _is_allocation_failure(exc: BaseException) -> bool:
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "cannot allocate memory" in text
+
+
 class Upscaler:
     """Median-smoothed super-resolution: ``median_i f(x + g_i)``, ``g_i ~ N(0, sigma^2 I)``, tiled.
 
@@ -91,7 +131,8 @@ class Upscaler:
             :class:`~certsr_rt.runtime.backends.base.Backend`.
         precision: ``auto``, ``fp32``, ``fp16`` or ``bf16`` (half precisions on CUDA only).
         tile: tile size in LR pixels; ``0`` processes the whole image at once.
-        tile_overlap: overlap of neighbouring tiles in LR pixels, blended linearly.
+        tile_overlap: overlap of neighbouring tiles in LR pixels, blended linearly; ``None``: 16, or a
+            quarter of the tile for tiles under 64 pixels.
         bounds: compute certified per-pixel bounds (Lemma 4.1) for perturbations with ``||delta||_2 < eps``.
         progress: called as ``progress(done, total)`` after each chunk of samples of each tile.
 
@@ -108,11 +149,15 @@ class Upscaler:
         backend: str | Backend = "torch",
         precision: str = "auto",
         tile: int = 192,
-        tile_overlap: int = 16,
+        tile_overlap: int | None = None,
         bounds: BoundsConfig | None = None,
         progress: ProgressCallback | None = None,
     ) -> None:
-        if tile < 0 or (0 < tile <= tile_overlap) or tile_overlap < 0:
+        if tile < 0:
+            raise InputError(f"tile must be 0 (no tiling) or a positive size in pixels, got {tile}")
+        if tile_overlap is None:
+            tile_overlap = min(_DEFAULT_TILE_OVERLAP, tile // 4)
+        if tile_overlap < 0 or (0 < tile <= tile_overlap):
             raise InputError(f"tile must be 0 or larger than tile_overlap ({tile_overlap}), got {tile}")
         self.device = resolve_device(device)
         if isinstance(model, (str, Path)):
@@ -161,6 +206,11 @@ class Upscaler:
         """Number of forward passes per pixel: 1 when sigma is 0 (all copies would be identical)."""
         return 1 if self.smoothing.sigma == 0 else self.smoothing.samples
 
+    @property
+    def is_plain(self) -> bool:
+        """Whether this runs the plain model: sigma 0 or a single sample (no noise is added then)."""
+        return self.samples == 1
+
     def work_units(self, height: int, width: int) -> int:
         """How many ``progress`` steps one ``height x width`` image takes (tiles x chunks)."""
         tiles = make_tiles(height, width, self.tile, self.tile_overlap)
@@ -185,11 +235,23 @@ class Upscaler:
             numpy in -> numpy of the same dtype and channel layout, ``scale`` times larger, alpha upscaled
             without smoothing (bicubic); torch in -> float32 tensor in [0, 1] on the input's device.
         """
-        if isinstance(image, np.ndarray):
-            return self._upscale_numpy(image, noise_key)
-        if isinstance(image, torch.Tensor):
+        if not isinstance(image, (np.ndarray, torch.Tensor)):
+            raise InputError(f"Expected a numpy array or a torch tensor, but got {type(image).__name__}")
+        try:
+            if isinstance(image, np.ndarray):
+                return self._upscale_numpy(image, noise_key)
             return self._upscale_torch(image, noise_key)
-        raise InputError(f"Expected a numpy array or a torch tensor, but got {type(image).__name__}")
+        except (MemoryError, RuntimeError) as exc:
+            # The up-front estimate (_check_memory) cannot see every limit (ulimit, other processes, a
+            # fragmented GPU): an allocation that fails anyway is the same user error, said in one line.
+            if not _is_allocation_failure(exc):
+                raise
+            shape = "x".join(str(d) for d in image.shape)
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(
+                f"a {shape} image is too large for these options on {self.device} ({first_line}); "
+                "use a smaller tile or fewer samples"
+            ) from None
 
     # ------------------------------------------------------------------ numpy images
     def _upscale_numpy(self, image: np.ndarray, noise_key: int) -> UpscaleResult:
@@ -215,9 +277,8 @@ class Upscaler:
         has_alpha = channels in (2, 4)
         color = image[:, :, : channels - 1] if has_alpha else image
         x = torch.from_numpy(np.ascontiguousarray(color, dtype=np.float32) / peak).permute(2, 0, 1)[None]
-        is_gray = x.shape[1] == 1
-        if is_gray:
-            x = x.expand(1, 3, -1, -1)
+        if peak == 1.0:
+            x = _check_float_range(x, "image")
         result = self._smooth(x.to(self.device), noise_key)
         alpha_up = None
         if has_alpha:
@@ -232,10 +293,7 @@ class Upscaler:
         def to_numpy(t: torch.Tensor | None) -> np.ndarray | None:
             if t is None:
                 return None
-            t = t[0].clamp_(0, 1)
-            if is_gray:
-                t = t.mean(0, keepdim=True)
-            arr = t.permute(1, 2, 0).cpu().numpy()
+            arr = t[0].clamp_(0, 1).permute(1, 2, 0).cpu().numpy()
             if has_alpha:
                 arr = np.concatenate([arr, alpha_up], axis=2)
             if dtype in (np.uint8, np.uint16):
@@ -258,12 +316,9 @@ class Upscaler:
                 f"but got shape {tuple(image.shape)} and dtype {image.dtype}"
             )
         out_device = x.device
-        is_gray = x.shape[1] == 1
         images, lowers, uppers, summary = [], [], [], None
         for i in range(x.shape[0]):
-            xi = x[i : i + 1].to(self.device, torch.float32)
-            if is_gray:
-                xi = xi.expand(1, 3, -1, -1)
+            xi = _check_float_range(x[i : i + 1].to(self.device, torch.float32), "tensor")
             r = self._smooth(xi, noise_key)
             images.append(r.image)
             lowers.append(r.lower)
@@ -273,10 +328,7 @@ class Upscaler:
         def stack(ts: list[torch.Tensor | None]) -> torch.Tensor | None:
             if ts[0] is None:
                 return None
-            t = torch.cat(ts).clamp_(0, 1)
-            if is_gray:
-                t = t.mean(1, keepdim=True)
-            t = t.to(out_device)
+            t = torch.cat(ts).clamp_(0, 1).to(out_device)
             return t[0] if squeeze else t
 
         return UpscaleResult(stack(images), stack(lowers), stack(uppers), summary)
@@ -299,14 +351,57 @@ class Upscaler:
             chunk = min(chunk, self.backend.max_batch)
         return max(1, min(chunk, n))
 
+    def _check_memory(self, h: int, w: int, c: int, tiles: list[Tile], n_ranks: int) -> None:
+        """Refuse, before any work, an image whose buffers cannot fit in the memory available now.
+
+        Counted (float32): the ``n`` outputs of the largest tile and as much again for the median's
+        working copies; the result and two conversion copies; with several tiles the full-size blending
+        accumulator and weights. Model activations are not counted: the chunk size keeps them in budget.
+        """
+        available = _available_memory(self.device)
+        if available is None:
+            return
+        s, n = self.scale, self.samples
+        tile_px = max((t.y1 - t.y0) * (t.x1 - t.x0) for t in tiles) * s * s
+        per_tile = 2 * n * c * tile_px * 4
+        out_px = h * w * s * s
+        image_bytes = (1 + n_ranks) * c * out_px * 4
+        # The result and two conversion copies; with tiles also the accumulator and the weights.
+        full = 3 * image_bytes + (image_bytes + out_px * 4 if len(tiles) > 1 else 0)
+        if per_tile + full <= available:
+            return
+        advice = "fewer samples"
+        if per_tile > available / 2:
+            side = math.isqrt(max(1, int(available / 2 / (2 * n * c * 4 * s * s))))
+            if side >= 8:
+                advice = f"tile {side} or smaller (--tile {side}), or fewer samples"
+        elif full > available / 2:
+            advice = "a smaller image: the upscaled result alone does not fit"
+        raise InputError(
+            f"a {h}x{w} image is too large for these options: about {_size(per_tile + full)} needed on "
+            f"{self.device} ({n} samples of tiles up to {math.isqrt(tile_px) // s} px, x{s}), "
+            f"{_size(available)} available; use {advice}"
+        )
+
     def _smooth(self, x: torch.Tensor, noise_key: int) -> UpscaleResult:
-        """x: 1 x 3 x H x W float32 on self.device, in [0, 1]. Returns unclamped float tensors."""
+        """Median-smoothed upscale of ``x`` (1 x C x H x W float32 on ``self.device``, in [0, 1]).
+
+        ``C`` is the model's input channels, or 1 for a gray image. A gray image is smoothed *as a gray
+        image*: one noise value per pixel, shared by the channels the model sees, and each noisy output
+        reduced to gray (the channel mean) before the median. The smoothed function is then a function of
+        the gray image, so certified bounds hold for perturbations of the gray image with the stated eps,
+        and they bound the gray values that are written.
+
+        Returns:
+            Unclamped float tensors with ``C`` channels.
+        """
         if self.device.type == "cuda":
             from certsr_rt.runtime.cuda_median import median_and_order_statistics
         else:
             from certsr_rt.smoothing.aggregate import median_and_order_statistics
 
         _, c, h, w = x.shape
+        gray = c == 1 and self.model.in_channels != 1
         s = self.scale
         n = self.samples
         sigma = self.smoothing.sigma
@@ -314,6 +409,7 @@ class Upscaler:
         if self.ranks is not None:
             ranks = (self.ranks.lower, self.ranks.upper)  # type: ignore[assignment]
         tiles = make_tiles(h, w, self.tile, self.tile_overlap)
+        self._check_memory(h, w, c, tiles, len(ranks))
         single = len(tiles) == 1
         acc = None if single else torch.zeros(1 + len(ranks), c, h * s, w * s, device=self.device)
         weight = None if single else torch.zeros(1, 1, h * s, w * s, device=self.device)
@@ -328,9 +424,12 @@ class Upscaler:
             for start in range(0, n, chunk):
                 k = min(chunk, n - start)
                 batch = patch.expand(k, -1, -1, -1)
-                if sigma > 0:
+                if not self.is_plain:
                     batch = batch + sigma * self._noise(noise_key, tile, start, k, c)
-                outputs[start : start + k] = self.backend.infer(batch.contiguous())
+                if gray:
+                    batch = batch.expand(k, self.model.in_channels, th, tw)
+                out = self.backend.infer(batch.contiguous())
+                outputs[start : start + k] = out.mean(1, keepdim=True) if gray else out
                 done += 1
                 if self.progress is not None:
                     self.progress(done, total)
