@@ -12,6 +12,7 @@ __all__ = [
     "InputError",
     "MissingDependencyError",
     "ModelLoadError",
+    "Terminated",
     "VacuousBoundWarning",
 ]
 
@@ -52,3 +53,11 @@ class MissingDependencyError(CertSRError, ImportError):
 
 class VacuousBoundWarning(UserWarning):
     """Certified bounds were requested but, at this number of samples, one side is vacuous."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, ``docker stop``), raised like Ctrl-C so that the same clean-up runs.
+
+    The CLI installs the handler that raises it; as a ``KeyboardInterrupt`` it passes every handler that
+    removes partial output on Ctrl-C. Exit code 143 (128 + 15).
+    """

@@ -94,6 +94,8 @@ def test_sigma_line_printed_once_when_not_given(tmp_path: Path) -> None:
     assert sigma_lines == ["sigma 0.06 (model default; override with --sigma)"]
     result = _invoke(a, *FAST, "--sigma", "0.02")
     assert "model default" not in result.output
+    result = _invoke(a, "--model", "tiny-rrdbnet", "--device", "cpu", "--samples", "1")
+    assert result.exit_code == 0 and "plain model: no smoothing noise" in result.stderr
 
 
 def test_quiet_prints_nothing_on_success(tmp_path: Path) -> None:
@@ -183,10 +185,18 @@ def test_unknown_model_is_one_line(tmp_path: Path) -> None:
 
 def test_bad_option_values_are_one_line(tmp_path: Path) -> None:
     a = write_image(tmp_path / "a.png", _image((H, W, 3), np.uint8))
-    result = _invoke(a, *FAST, "--tile", "8")  # not larger than the tile overlap
-    assert result.exit_code == 1 and len(_error_lines(result)) == 1
+    result = _invoke(a, *FAST, "--sigma", "0", "--bounds", "0.01")
+    assert result.exit_code == 1 and len(_error_lines(result)) == 1 and "sigma > 0" in result.stderr
     result = _invoke(a, *FAST, "--alpha", "1")
     assert result.exit_code == 2
+
+
+def test_small_tiles_work(tmp_path: Path) -> None:
+    # Tiles of 16 pixels or less used to be refused for not exceeding the fixed 16-pixel overlap.
+    a = write_image(tmp_path / "a.png", _image((H, W, 3), np.uint8))
+    result = _invoke(a, *FAST, "--tile", "8")
+    assert result.exit_code == 0, result.stderr
+    assert read_image(tmp_path / "a_x4.png").shape == (4 * H, 4 * W, 3)
 
 
 def test_two_inputs_one_output_is_refused(tmp_path: Path) -> None:
@@ -264,6 +274,46 @@ def test_ctrl_c_mid_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: py
     result = _invoke(a, *FAST)
     assert result.exit_code == 130
     assert _files(tmp_path) == ["a.png"]
+
+
+def test_sigterm_in_a_real_process_exits_143_and_leaves_no_partial_file(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    a = write_image(tmp_path / "a.png", _image((32, 32, 3), np.uint8))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "certsr_rt.cli.app", "upscale", str(a), "-o", f"{out}/"]
+    cmd += ["--model", "tiny-rrdbnet", "--device", "cpu", "--samples", "5000", "--tile", "0"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # "sigma 0.06 (model default ...)": the model is loaded, work starts
+        assert line.startswith("sigma"), line + proc.stderr.read()
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "terminated after 0 of 1 inputs" in err and "Traceback" not in err
+    assert not out.exists() or _files(out) == []
+
+
+def test_too_large_input_is_one_line_and_the_batch_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import certsr_rt.runtime.upscaler as upscaler_module
+
+    big = write_image(tmp_path / "big.png", _image((120, 120, 3), np.uint8))
+    small = write_image(tmp_path / "small.png", _image((H, W, 3), np.uint8))
+    monkeypatch.setattr(upscaler_module, "_available_memory", lambda device: 8 * 2**20)
+    result = _invoke(big, small, *FAST, "-o", tmp_path / "out")
+    assert result.exit_code == 1
+    lines = _error_lines(result)
+    assert len(lines) == 1 and "big.png" in lines[0] and "too large for these options" in lines[0]
+    assert _files(tmp_path / "out") == ["small_x4.png"]
 
 
 # ----------------------------------------------------------------------------------------------- video

@@ -2,19 +2,22 @@
 
 Every command module keeps its heavy imports (torch, backends) inside the command function so that
 ``certsr-rt --help`` stays instant. Our own errors (:class:`~certsr_rt.errors.CertSRError`) become one
-line on stderr and exit code 1; Ctrl-C becomes one line and exit code 130.
+line on stderr and exit code 1; Ctrl-C becomes one line and exit code 130, SIGTERM the same clean-up and
+exit code 143.
 """
 
 from __future__ import annotations
 
 import functools
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import typer
 
-from certsr_rt.errors import CertSRError
+from certsr_rt.errors import CertSRError, Terminated
 
 app = typer.Typer(
     name="certsr-rt",
@@ -26,19 +29,32 @@ app = typer.Typer(
 )
 
 
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a command so our errors print one line instead of a traceback."""
+    """Wrap a command so our errors print one line instead of a traceback, and SIGTERM acts as Ctrl-C.
+
+    Exit codes: 1 for our errors, 130 for Ctrl-C, 143 for SIGTERM (128 + signal number, as shells do).
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
         try:
             return fn(*args, **kwargs)
         except CertSRError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted: no partial output was left behind", err=True)
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:
+            what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            typer.echo(f"{what}: no partial output was left behind", err=True)
+            raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
+        finally:
+            if in_main:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 

@@ -13,8 +13,8 @@ Behaviour, in the order things happen:
 4. Each input is read, upscaled and written atomically. A bad input gets one ``error:`` line on stderr
    and the batch continues; the exit code is 1 if any input failed.
 
-Ctrl-C stops at once with one line and exit code 130; every file already written is complete and no
-partial file is left (writes are atomic).
+Ctrl-C stops at once with one line and exit code 130 (SIGTERM: the same, exit code 143); every file
+already written is complete and no partial file is left (writes are atomic).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from certsr_rt.errors import CertSRError, InputError
+from certsr_rt.errors import CertSRError, InputError, Terminated
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -101,7 +101,12 @@ def upscale_command(
         ),
     ] = None,
     samples: Annotated[
-        int, typer.Option(min=1, max=100_000, help="Noisy copies whose outputs are reduced by the median.")
+        int,
+        typer.Option(
+            min=1,
+            max=100_000,
+            help="Noisy copies whose outputs are reduced by the median (1: the plain model).",
+        ),
     ] = 21,
     seed: Annotated[int, typer.Option(min=0, max=2**31 - 1, help="Seed of the noise.")] = 0,
     model: Annotated[
@@ -111,7 +116,13 @@ def upscale_command(
         DeviceChoice, typer.Option(case_sensitive=False, help="Where to run.")
     ] = DeviceChoice.auto,
     tile: Annotated[
-        int, typer.Option(min=0, metavar="PX", help="Tile size in input pixels (0 = whole image at once).")
+        int,
+        typer.Option(
+            min=0,
+            metavar="PX",
+            help="Tile size in input pixels (0 = whole image at once); tiles overlap by 16 px (a quarter of "
+            "tiles under 64 px) and are blended.",
+        ),
     ] = 192,
     bounds: Annotated[
         float | None,
@@ -176,12 +187,13 @@ def upscale_command(
                 precision=precision.value,
                 console=stderr_console,
             )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
         _err(
-            f"interrupted after {run.finished} of {run.total} inputs; "
+            f"{'terminated' if terminated else 'interrupted'} after {run.finished} of {run.total} inputs; "
             "files already written are complete and no partial output was left behind"
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(143 if terminated else 130) from None
     finally:
         pkg_logger.removeHandler(log_handler)
         pkg_logger.propagate = saved_propagate
@@ -476,7 +488,9 @@ class _Run:
             tile=tile,
             bounds=bounds_config,
         )
-        if upscaler.sigma_is_model_default:
+        if upscaler.is_plain:
+            self.info("plain model: no smoothing noise (sigma 0 or --samples 1)")
+        elif upscaler.sigma_is_model_default:
             where = (
                 "model default"
                 if sr_model.default_sigma is not None
