@@ -496,7 +496,8 @@ def test_prepare_engine_builds_once_per_key(tmp_path: Path) -> None:
     builds = lambda: sum(c[0] == "build" for c in calls)  # noqa: E731
     assert builds() == 1
     assert prepare(ShapeProfile()) == (path, key) and builds() == 1
-    other, _ = prepare(ShapeProfile(max_batch=8))
+    assert prepare(ShapeProfile(max_batch=8)) == (path, key) and builds() == 1  # covered: reused
+    other, _ = prepare(ShapeProfile(max_batch=32))
     assert other != path and builds() == 2
     prepare(ShapeProfile(), gpu=A100)
     assert builds() == 3
@@ -538,3 +539,56 @@ def test_tensorrt_backend_from_an_engine_file_reads_its_record(tmp_path: Path) -
     with pytest.raises(BackendError, match="refusing engine"):
         TensorRTBackend(bare, "cuda", trt_module=trt)
     assert calls == []  # nothing was deserialized
+
+
+def test_engine_cache_lookup_takes_the_smallest_covering_engine(tmp_path: Path) -> None:
+    cache = EngineCache(tmp_path / "trt")
+    wanted = _key(profile=ShapeProfile())  # batch 21, 256x256: the backend's default
+    big = cache.store(_key(profile=ShapeProfile(max_height=512, max_width=512)), b"BIG", MODEL_INFO)
+    assert cache.lookup(wanted) == big
+    medium_profile = ShapeProfile(max_batch=32, max_height=320, max_width=320)
+    medium = cache.store(_key(profile=medium_profile), b"M", MODEL_INFO)
+    assert cache.lookup(wanted) == medium
+    # Larger in one direction but smaller in another: does not cover.
+    cache.store(_key(profile=ShapeProfile(max_batch=8, max_height=1024, max_width=1024)), b"N", MODEL_INFO)
+    assert cache.lookup(wanted) == medium
+    # Everything else must be equal: another GPU, TensorRT, ONNX, precision, level or workspace never serves.
+    other = tmp_path / "other"
+    for changes in (
+        {"gpu": A100},
+        {"tensorrt_version": "10.3.0"},
+        {"onnx_sha256": "cd" * 32},
+        {"precision": "fp32"},
+        {"optimization_level": 5},
+        {"workspace_bytes": 1 << 30},
+        {"format_version": "0"},
+    ):
+        profile = ShapeProfile(max_height=512, max_width=512)
+        EngineCache(other).store(_key(profile=profile, **changes), b"X", MODEL_INFO)
+    (other / "junk.engine").write_bytes(b"no record")
+    (other / "broken.engine").write_bytes(b"X")
+    (other / "broken.json").write_text("{not json")
+    assert EngineCache(other).lookup(wanted) is None
+    # The exact key wins when it is present.
+    exact = cache.store(wanted, b"EXACT", MODEL_INFO)
+    assert cache.lookup(wanted) == exact
+    assert EngineCache(tmp_path / "missing").lookup(wanted) is None
+
+
+def test_prepare_engine_reuses_an_engine_exported_with_a_larger_size(tmp_path: Path) -> None:
+    trt, calls = make_fake_trt()
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"onnx graph")
+    cache = EngineCache(tmp_path / "trt")
+
+    def prepare(profile: ShapeProfile) -> tuple[Path, EngineKey]:
+        return trt_export.prepare_engine(
+            trt, onnx_file, precision="fp16", profile=profile, gpu=H100, cache=cache, model=MODEL_INFO
+        )
+
+    large = ShapeProfile(max_batch=21, max_height=512, max_width=512)
+    path, key = prepare(large)  # certsr-rt export --engine --max-size 512x512
+    assert key.profile == large
+    again, key2 = prepare(ShapeProfile())  # the TensorRT backend's default profile
+    assert again == path and key2.profile == large
+    assert sum(c[0] == "build" for c in calls) == 1

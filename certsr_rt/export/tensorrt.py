@@ -16,6 +16,8 @@ Decisions (``DESIGN.md``):
 * Engines are cached under a key of everything that affects the build (:class:`EngineKey`); a JSON file
   beside each engine records that key, and an engine whose key does not match the running machine or
   the requested shape range is refused with a message that says what differs, never deserialized.
+  A cached engine built for a larger shape range (and otherwise the same key) serves a smaller request,
+  so ``certsr-rt export --engine --max-size 512x512`` is found by a backend that needs 256x256.
 """
 
 from __future__ import annotations
@@ -229,6 +231,19 @@ class EngineKey:
         return reasons
 
 
+def _can_serve(recorded: EngineKey, wanted: EngineKey) -> bool:
+    """Whether a cached engine built with ``recorded`` may be used where ``wanted`` would be built.
+
+    Everything that affects the build must be equal except the shape range, which may be larger.
+    """
+    return (
+        not recorded.mismatches(wanted)
+        and recorded.precision == wanted.precision
+        and recorded.optimization_level == wanted.optimization_level
+        and recorded.workspace_bytes == wanted.workspace_bytes
+    )
+
+
 def read_engine_record(engine_path: str | Path) -> tuple[EngineKey, dict[str, Any]]:
     """The :class:`EngineKey` and model description recorded beside an engine (``<engine>.json``).
 
@@ -277,19 +292,43 @@ class EngineCache:
         return self.root / f"timing-{slug}-sm{cc}-trt{key.tensorrt_version}.cache"
 
     def lookup(self, key: EngineKey) -> Path | None:
-        """The cached engine for ``key``, or ``None``.
+        """A cached engine that can serve ``key``, or ``None``.
+
+        The engine stored under ``key``'s own digest is taken when present. Otherwise any cached engine
+        whose record equals ``key`` in everything but the shape range (same ONNX file, GPU, TensorRT
+        version, optimisation level, workspace and engine format) and whose shape range
+        :meth:`~ShapeProfile.covers` the wanted one serves it; of several, the one with the smallest
+        largest input (``max_batch x max_height x max_width``) is taken. So an engine built by
+        ``certsr-rt export --engine --max-size 512x512`` also serves a backend that needs 256x256.
+        Records for another GPU or TensorRT version, and unreadable records, are skipped: never run.
 
         Raises:
-            BackendError: a file exists under that name but its record disagrees (never run it).
+            BackendError: a file exists under ``key``'s own digest but its record disagrees (never run it).
         """
         path = self.engine_path(key)
-        if not path.is_file():
-            return None
-        recorded, _ = read_engine_record(path)
-        reasons = recorded.mismatches(key)
-        if reasons:
-            raise BackendError(f"refusing cached engine {path}: " + "; ".join(reasons))
-        return path
+        if path.is_file():
+            recorded, _ = read_engine_record(path)
+            reasons = recorded.mismatches(key)
+            if reasons:
+                raise BackendError(f"refusing cached engine {path}: " + "; ".join(reasons))
+            return path
+        best: tuple[int, str, Path] | None = None
+        for candidate in self.root.glob("*.engine") if self.root.is_dir() else ():
+            try:
+                recorded, _ = read_engine_record(candidate)
+            except BackendError as exc:
+                log.debug("engine cache: skipping %s (%s)", candidate, exc)
+                continue
+            if not _can_serve(recorded, key):
+                continue
+            p = recorded.profile
+            rank = (p.max_batch * p.max_height * p.max_width, candidate.name, candidate)
+            if best is None or rank[:2] < best[:2]:
+                best = rank
+        if best is not None:
+            log.info("engine cache: %s serves %s", best[2], key.profile.describe())
+            return best[2]
+        return None
 
     def store(self, key: EngineKey, engine: bytes, model: dict[str, Any]) -> Path:
         """Write engine bytes and their record atomically; returns the engine path.
@@ -415,7 +454,10 @@ def prepare_engine(
     optimization_level: int = 3,
     workspace_bytes: int | None = None,
 ) -> tuple[Path, EngineKey]:
-    """The cached engine for this ONNX file, GPU, TensorRT version and shape range, building it if needed.
+    """A cached engine for this ONNX file, GPU and TensorRT version that covers ``profile``, else a new one.
+
+    A cached engine with a larger shape range is reused (see :meth:`EngineCache.lookup`); one is built
+    and stored only when none serves.
 
     Args:
         trt: the ``tensorrt`` module.
@@ -429,7 +471,7 @@ def prepare_engine(
         workspace_bytes: workspace limit, ``None`` for TensorRT's default.
 
     Returns:
-        ``(engine path, key)``.
+        ``(engine path, the key it was built with)``; the key's profile may be larger than ``profile``.
     """
     from certsr_rt.export.onnx import file_sha256
 
@@ -446,5 +488,6 @@ def prepare_engine(
     if path is None:
         log.info("building TensorRT engine for %s on %s (%s)", onnx_path, gpu.describe(), profile.describe())
         engine = build_engine(trt, onnx_path, key, timing_cache=cache.timing_cache_path(key))
-        path = cache.store(key, engine, model)
-    return path, key
+        return cache.store(key, engine, model), key
+    recorded, _ = read_engine_record(path)
+    return path, recorded
