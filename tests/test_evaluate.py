@@ -29,6 +29,7 @@ from certsr_rt.evaluation import (
     write_sweep,
 )
 from certsr_rt.evaluation import runner as runner_module
+from certsr_rt.evaluation.data import pair_lr_files
 from certsr_rt.losses import SRLoss, vgg_layer_names
 from certsr_rt.metrics import LPIPSMetric
 
@@ -128,10 +129,28 @@ def test_load_pairs_with_lr_folder(tmp_path: Path, hr_dir: Path) -> None:
         load_image_pairs(hr_dir, lr_dir)
     write_png(lr_dir / "img_000x4.png", np.zeros((16, 16, 3), np.uint8))
     (lr_dir / "img_001x4.png").unlink()
-    with pytest.raises(InputError, match="no LR image for img_001.png"):
+    with pytest.raises(InputError, match=r"no LR image in .* for 1 of 3 HR images .*: img_001\.png$"):
         load_image_pairs(hr_dir, lr_dir)
     with pytest.raises(InputError, match="not a directory"):
         load_image_pairs(tmp_path / "nowhere")
+
+
+def test_pair_lr_files_understands_benchmark_names_and_names_every_orphan() -> None:
+    hr = [Path(f"{stem}.png") for stem in ("0801", "baby", "bird", "head", "woman")]
+    lr = [Path(n) for n in ("0801x4.png", "baby_LR.png", "bird_LRx4.png", "head.png", "head_LR.png")]
+    assert [p.name for p in pair_lr_files(hr[:4], lr, "LR")] == [
+        "0801x4.png",
+        "baby_LR.png",
+        "bird_LRx4.png",
+        "head.png",  # the exact stem wins over a suffixed one
+    ]
+    with pytest.raises(InputError, match=r"no LR image in LR for 1 of 5 HR images .*: woman\.png$"):
+        pair_lr_files(hr, lr, "LR")
+    many = [Path(f"{i}.png") for i in range(8)]
+    with pytest.raises(
+        InputError, match=r"for 8 of 8 HR images .*: 0\.png, 1\.png, 2\.png, 3\.png, 4\.png and 3 more"
+    ):
+        pair_lr_files(many, lr, "LR")
 
 
 # ------------------------------------------------------------------------------------------- evaluation

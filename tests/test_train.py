@@ -200,7 +200,8 @@ def test_batch_sampler_slices_the_global_batch() -> None:
         StreamBatchSampler(5, 0, 1, rank=0, world_size=2)
 
 
-def test_paired_folders_crop_matching_regions(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lr_suffix", ["x4", "_LR", "_LRx4"])  # DIV2K and BasicSR LR names
+def test_paired_folders_crop_matching_regions(tmp_path: Path, lr_suffix: str) -> None:
     lr_dir = write_images(tmp_path / "lr", [(12, 14), (10, 10)], seed=9)
     hr_dir = tmp_path / "hr"
     hr_dir.mkdir()
@@ -208,7 +209,7 @@ def test_paired_folders_crop_matching_regions(tmp_path: Path) -> None:
         img = cv2.imread(str(f))
         # HR = nearest x4 of LR, so an aligned HR crop is exactly the nearest x4 of the LR crop.
         cv2.imwrite(str(hr_dir / f.name), np.repeat(np.repeat(img, 4, axis=0), 4, axis=1))
-        f.rename(lr_dir / f"{f.stem}x4.png")  # DIV2K-style LR names
+        f.rename(lr_dir / f"{f.stem}{lr_suffix}.png")
     stream = CropStream(hr_dir, lr_dir=lr_dir, scale=4, hr_crop=32, seed=0)
     for k in range(6):
         lr, hr = stream[k]
@@ -224,7 +225,9 @@ def test_data_errors(tmp_path: Path, hr_small: Path) -> None:
     with pytest.raises(InputError, match=r"at least 64x64 for hr_crop=64, got \d+x\d+"):
         CropStream(hr_small, scale=4, hr_crop=64)[0]
     lr_dir = write_images(tmp_path / "lr", [(10, 10)])
-    with pytest.raises(InputError, match="got none for 2 of 3"):
+    with pytest.raises(
+        InputError, match=r"no LR image in .* for 2 of 3 HR images .*: img_001\.png, img_002\.png$"
+    ):
         CropStream(hr_small, lr_dir=lr_dir, scale=4, hr_crop=32)
     gray = tmp_path / "gray"
     gray.mkdir()

@@ -77,7 +77,8 @@ def train_command(
     lr_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Folder of paired LR images (same stems); default: bicubic x4 of the HR crops.",
+            help="Folder of paired LR images, matched by name as evaluate --lr does (same stem, or the stem "
+            "+ x4 / _LR / _LRx4); default: bicubic x4 of the HR crops.",
             rich_help_panel=_DATA,
             show_default=False,
         ),

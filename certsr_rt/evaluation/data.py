@@ -8,6 +8,7 @@ bicubic downscaling. Real-world sets with ground truth (DIV2K validation, NTIRE 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,14 @@ import torch.nn.functional as F
 
 from certsr_rt.errors import InputError
 
-__all__ = ["IMAGE_SUFFIXES", "ImagePair", "bicubic_downscale", "load_image_pairs", "to_rgb_float"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImagePair",
+    "bicubic_downscale",
+    "load_image_pairs",
+    "pair_lr_files",
+    "to_rgb_float",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -82,16 +90,44 @@ def _list_images(folder: Path, what: str) -> list[Path]:
     return files
 
 
-def _lr_index(files: list[Path]) -> dict[str, Path]:
-    """LR files by stem, and also by stem without a typical LR suffix (``0801x4`` -> ``0801``)."""
+def pair_lr_files(hr_files: Sequence[Path], lr_files: Sequence[Path], lr_dir: str | Path) -> list[Path]:
+    """For each HR file, its LR partner, by file name: the one place training and evaluation pair images.
+
+    An LR file is the partner of the HR file with the same stem, or whose stem is the HR stem plus a usual LR
+    suffix of benchmark layouts: DIV2K ``0801`` <-> ``0801x4``, BasicSR ``baby`` <-> ``baby_LR`` /
+    ``baby_LRx4`` (also ``-LR``, ``LR_x4``, ``X4``). An exact stem match wins over a suffixed one.
+
+    Args:
+        hr_files: the HR images.
+        lr_files: the LR images to choose from.
+        lr_dir: the LR folder, for the error message.
+
+    Returns:
+        The LR partner of each HR file, in the order of ``hr_files``.
+
+    Raises:
+        InputError: some HR files have no partner; the message gives their count and the first few names.
+    """
     index: dict[str, Path] = {}
-    for p in files:
+    for p in lr_files:
         index.setdefault(p.stem, p)
-    for p in files:
+    for p in lr_files:
         stripped = _LR_STEM_SUFFIX.sub("", p.stem)
         if stripped and stripped != p.stem:
             index.setdefault(stripped, p)
-    return index
+    missing = [p.name for p in hr_files if p.stem not in index]
+    if missing:
+        raise InputError(
+            f"paired data: no LR image in {lr_dir} for {len(missing)} of {len(hr_files)} HR images "
+            f"(expected the same name stem, or the stem + x4 / _LR / _LRx4): {_first_names(missing)}"
+        )
+    return [index[p.stem] for p in hr_files]
+
+
+def _first_names(names: Sequence[str], shown: int = 5) -> str:
+    """``a, b, c`` or ``a, b, c, d, e and 7 more``."""
+    text = ", ".join(names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _center_crop(
@@ -116,9 +152,10 @@ def load_image_pairs(
     """Read the evaluation set.
 
     HR images are cropped at the bottom/right to a multiple of ``scale`` (BasicSR's ``mod_crop``). With
-    ``lr_dir``, each HR file is paired with the LR file of the same stem, or of the same stem plus a usual LR
-    suffix (``x4``, ``_LR``, ``_LRx4``, ...); the HR must then be ``scale`` times the LR size (an HR that is
-    up to ``scale - 1`` pixels larger is cropped). Without ``lr_dir``, LR = :func:`bicubic_downscale` (HR).
+    ``lr_dir``, each HR file is paired with its LR file by :func:`pair_lr_files` (same stem, or the stem plus
+    a usual LR suffix: ``x4``, ``_LR``, ``_LRx4``, ...); the HR must then be ``scale`` times the LR size (an
+    HR that is up to ``scale - 1`` pixels larger is cropped). Without ``lr_dir``, LR =
+    :func:`bicubic_downscale` (HR).
 
     Args:
         hr_dir: folder of ground-truth images.
@@ -132,7 +169,8 @@ def load_image_pairs(
         The pairs, in file-name order.
 
     Raises:
-        InputError: a missing/empty folder, an HR image without LR partner, or sizes that do not match.
+        InputError: a missing/empty folder, HR images without LR partner (all named at once), or sizes
+            that do not match.
     """
     from certsr_rt.io.images import read_image
 
@@ -143,9 +181,11 @@ def load_image_pairs(
     hr_files = _list_images(Path(hr_dir), "--hr")
     if limit is not None:
         hr_files = hr_files[:limit]
-    lr_index = _lr_index(_list_images(Path(lr_dir), "--lr")) if lr_dir is not None else None
+    lr_files = None
+    if lr_dir is not None:
+        lr_files = pair_lr_files(hr_files, _list_images(Path(lr_dir), "--lr"), lr_dir)
     pairs: list[ImagePair] = []
-    for hr_path in hr_files:
+    for i, hr_path in enumerate(hr_files):
         hr = to_rgb_float(read_image(hr_path))
         h, w = hr.shape[2] // scale * scale, hr.shape[3] // scale * scale
         if h == 0 or w == 0:
@@ -153,15 +193,10 @@ def load_image_pairs(
                 f"{hr_path}: HR image {hr.shape[2]} x {hr.shape[3]} is smaller than the scale {scale}"
             )
         hr = hr[:, :, :h, :w]
-        if lr_index is None:
+        if lr_files is None:
             lr = bicubic_downscale(hr, scale)
         else:
-            lr_path = lr_index.get(hr_path.stem)
-            if lr_path is None:
-                raise InputError(
-                    f"no LR image for {hr_path.name} in {lr_dir} (looked for the stem {hr_path.stem!r} "
-                    "with or without an x4 / _LR suffix)"
-                )
+            lr_path = lr_files[i]
             lr = to_rgb_float(read_image(lr_path))
             lh, lw = lr.shape[2:]
             if not (lh * scale <= h < lh * scale + scale and lw * scale <= w < lw * scale + scale):

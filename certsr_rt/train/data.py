@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from certsr_rt.errors import InputError
+from certsr_rt.evaluation.data import pair_lr_files
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -131,8 +132,10 @@ class CropStream(Dataset):
         hr_dir: folder of HR images.
         scale: the model's upscaling factor.
         hr_crop: side of the square HR crop (multiple of ``scale``).
-        lr_dir: optional folder of LR images paired with ``hr_dir`` by file stem (an LR stem may carry an
-            ``x{scale}`` suffix, as in DIV2K's ``0001x4.png``); LR crops are then read, not synthesized.
+        lr_dir: optional folder of LR images paired with ``hr_dir`` by file name, as ``evaluate --lr`` pairs
+            them (:func:`certsr_rt.evaluation.data.pair_lr_files`: same stem, or the stem plus an LR suffix
+            such as DIV2K's ``0001x4.png`` or BasicSR's ``baby_LR.png``); LR crops are then read, not
+            synthesized.
         augment: random flips and 90-degree rotation.
         quantize_lr: round synthesized LR to 8 bits.
         seed: the data seed.
@@ -165,7 +168,7 @@ class CropStream(Dataset):
         self.hr_files = list_images(hr_dir)
         self.lr_files: list[Path] | None = None
         if lr_dir is not None:
-            self.lr_files = _pair_files(self.hr_files, list_images(lr_dir), scale)
+            self.lr_files = pair_lr_files(self.hr_files, list_images(lr_dir), lr_dir)
         self._perm_epoch = -1
         self._perm = np.arange(len(self.hr_files))
 
@@ -230,31 +233,6 @@ class CropStream(Dataset):
         """The whole global batch of ``iteration`` (for tests and single-process inspection)."""
         pairs = [self[iteration * batch_size + j] for j in range(batch_size)]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
-
-
-def _pair_files(hr_files: list[Path], lr_files: list[Path], scale: int) -> list[Path]:
-    """For each HR file, the LR file with the same stem (or the stem plus ``x{scale}``)."""
-    by_stem: dict[str, Path] = {}
-    for f in lr_files:
-        by_stem[f.stem] = f
-        suffix = f"x{scale}"
-        if f.stem.lower().endswith(suffix):
-            by_stem.setdefault(f.stem[: -len(suffix)], f)
-    paired = []
-    missing = []
-    for f in hr_files:
-        match = by_stem.get(f.stem)
-        if match is None:
-            missing.append(f.name)
-        else:
-            paired.append(match)
-    if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise InputError(
-            f"paired data: expected an LR image with the same name stem (or stem + 'x{scale}') for every HR "
-            f"image, got none for {len(missing)} of {len(hr_files)}: {shown}"
-        )
-    return paired
 
 
 class StreamBatchSampler(Sampler[list[int]]):
