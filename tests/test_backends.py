@@ -331,7 +331,14 @@ def make_fake_trt(version: str = "10.9.0.34", parse_ok: bool = True, build_ok: b
 
 H100 = GpuInfo("NVIDIA H100 80GB HBM3", (9, 0))
 A100 = GpuInfo("NVIDIA A100-SXM4-40GB", (8, 0))
-MODEL_INFO = {"name": "tiny", "scale": 4, "in_channels": 3, "out_channels": 3}
+MODEL_INFO = {
+    "name": "tiny",
+    "architecture": "SRVGGNetCompact",
+    "scale": 4,
+    "in_channels": 3,
+    "out_channels": 3,
+    "default_sigma": 0.03,
+}
 
 
 def _key(**changes: Any) -> EngineKey:
@@ -536,8 +543,12 @@ def test_tensorrt_backend_from_an_engine_file_reads_its_record(tmp_path: Path) -
         TensorRTBackend(path, "cuda", "fp16", trt_module=trt)
     bare = tmp_path / "bare.engine"
     bare.write_bytes(b"E")
-    with pytest.raises(BackendError, match="refusing engine"):
+    with pytest.raises(InputError, match="build record bare.json .* so it is never run"):
         TensorRTBackend(bare, "cuda", trt_module=trt)
+    upper = tmp_path / "COPY.ENGINE"
+    upper.write_bytes(b"E")
+    upper.with_suffix(".json").write_text(path.with_suffix(".json").read_text())
+    assert TensorRTBackend(str(upper), "cuda", trt_module=trt).engine_path == upper
     assert calls == []  # nothing was deserialized
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import importlib.machinery
+import json
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +257,165 @@ def test_real_weights_export_validates(tmp_path: Path, file: str, arch: str, hp:
     model = make_model(module.eval(), file, arch, hp, sha256=onnx_export.file_sha256(weights))
     report = onnx_export.export_onnx(model, tmp_path / "real.onnx", fp16=fp16)
     assert report.validation is not None and report.validation.passed, report.validation.summary()
+
+
+# ----------------------------------------------------------------------------- describing exported files
+
+
+def test_is_exported_path_by_suffix_any_case() -> None:
+    from certsr_rt.export import is_exported_path
+
+    for yes in ("m.onnx", "M.ONNX", Path("dir/x4.Engine"), "a.b.engine"):
+        assert is_exported_path(yes)
+    for no in ("realesrgan-x4plus", "m.pth", "m.safetensors", "m.json", "onnx", "m.onnx.tmp"):
+        assert not is_exported_path(no)
+
+
+def test_describe_exported_onnx(rrdb_export, tmp_path: Path) -> None:
+    from certsr_rt.export import ExportedModel, describe_exported
+
+    model, report = rrdb_export
+    described = describe_exported(str(report.path))
+    assert described == ExportedModel(
+        path=report.path,
+        kind="onnx",
+        name="tiny-rrdbnet",
+        architecture="RRDBNet",
+        scale=4,
+        in_channels=3,
+        out_channels=3,
+        default_sigma=0.03,
+        precision="fp32",
+    )
+    upper = tmp_path / "TINY.ONNX"
+    upper.write_bytes(report.path.read_bytes())
+    assert describe_exported(upper).kind == "onnx"
+
+
+def _engine_with_record(tmp_path: Path, model: dict[str, Any], name: str = "m") -> Path:
+    from certsr_rt.export.tensorrt import EngineKey, GpuInfo, ShapeProfile
+
+    key = EngineKey("ab" * 32, "fp16", ShapeProfile(max_batch=8), "10.9.0.34", GpuInfo("GPU", (9, 0)))
+    engine = tmp_path / f"{name}.engine"
+    engine.write_bytes(b"ENGINE")
+    engine.with_suffix(".json").write_text(json.dumps({"key": key.to_json(), "model": model}))
+    return engine
+
+
+def test_describe_exported_engine_from_its_record_old_and_new(tmp_path: Path) -> None:
+    from certsr_rt.export import describe_exported
+    from certsr_rt.export.tensorrt import read_engine_record
+
+    new = {
+        "name": "x4plus",
+        "architecture": "RRDBNet",
+        "scale": 4,
+        "in_channels": 3,
+        "out_channels": 3,
+        "default_sigma": 0.01,
+    }
+    described = describe_exported(_engine_with_record(tmp_path, new))
+    assert (described.kind, described.name, described.architecture) == ("engine", "x4plus", "RRDBNet")
+    assert (described.scale, described.default_sigma, described.precision) == (4, 0.01, "fp16")
+    # Records written before architecture and default_sigma were stored still read.
+    old = {"name": "old", "scale": 4, "in_channels": 3, "out_channels": 3}
+    path = _engine_with_record(tmp_path, old, "old")
+    described = describe_exported(path)
+    assert (described.architecture, described.default_sigma) == ("unknown", None)
+    assert read_engine_record(path)[1] == {**old, "architecture": "unknown", "default_sigma": None}
+
+
+def test_describe_exported_errors_are_one_line_input_errors(tmp_path: Path) -> None:
+    from certsr_rt.export import describe_exported
+
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"this is not a protobuf")
+    node = onnx.helper.make_node("Identity", ["input"], ["output"])
+    vi = onnx.helper.make_tensor_value_info
+    graph = onnx.helper.make_graph(
+        [node], "g", [vi("input", onnx.TensorProto.FLOAT, [1])], [vi("output", onnx.TensorProto.FLOAT, [1])]
+    )
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(onnx.helper.make_model(graph), str(foreign))
+    bare = tmp_path / "bare.engine"
+    bare.write_bytes(b"E")
+    broken = _engine_with_record(tmp_path, {"name": "no scale"}, "broken")
+    (tmp_path / "dir.onnx").mkdir()
+    cases = {
+        tmp_path / "missing.onnx": "Expected an exported model file at .*missing.onnx, but found nothing",
+        tmp_path / "dir.onnx": "but found a directory",
+        tmp_path / "model.pth": r"Expected an exported model \(.onnx or .engine\), but got .*model.pth",
+        garbage: "Expected an ONNX model in .*garbage.onnx, but it could not be parsed",
+        foreign: "not a certsr-rt ONNX export: expected metadata keys certsr.name",
+        bare: "Expected the build record bare.json beside the TensorRT engine .*, but found none",
+        broken: "Expected a certsr-rt engine build record in .*broken.json, but it is unreadable",
+    }
+    for path, message in cases.items():
+        with pytest.raises(InputError, match=message) as info:
+            describe_exported(path)
+        assert "\n" not in str(info.value)
+
+
+def test_backends_take_exported_paths(rrdb_export, tmp_path: Path) -> None:
+    from certsr_rt.runtime.backends import create_backend
+
+    _, report = rrdb_export
+    for given in (report.path, str(report.path)):
+        backend = create_backend("onnxruntime", given, "cpu", "auto")
+        assert (backend.name, backend.scale, backend.precision) == ("onnxruntime", 4, "fp32")
+    engine = _engine_with_record(tmp_path, {"name": "m", "scale": 4, "in_channels": 3, "out_channels": 3})
+    with pytest.raises(InputError, match="is a TensorRT engine; run it with the tensorrt backend"):
+        create_backend("onnxruntime", engine, "cpu", "auto")
+
+
+def _fake_gpu_export(monkeypatch, tmp_path: Path):
+    """A fake tensorrt and a pretend GPU, so ``export --engine`` runs its whole sequence on CPU."""
+    import sys
+
+    from test_backends import H100, make_fake_trt
+
+    from certsr_rt.cli import export as export_cli
+    from certsr_rt.export import tensorrt as trt_export
+
+    trt, calls = make_fake_trt()
+    # torch.export looks optional modules up with find_spec, which needs a spec on a module in sys.modules.
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(export_cli, "_cuda_available", lambda: True)
+    monkeypatch.setattr(trt_export.GpuInfo, "of", classmethod(lambda cls, device: H100))
+    monkeypatch.setenv("CERTSR_RT_CACHE", str(tmp_path / "cache"))
+    return trt, calls
+
+
+def test_export_engine_records_the_model_and_serves_the_backends_default(tmp_path: Path, monkeypatch) -> None:
+    from test_backends import H100
+
+    from certsr_rt.export import describe_exported
+    from certsr_rt.export.tensorrt import EngineCache, ShapeProfile, prepare_engine
+
+    trt, calls = _fake_gpu_export(monkeypatch, tmp_path)
+    model = tiny_srvgg(default_sigma=0.02)
+    runner, app = _cli(monkeypatch, model)
+    args = ["export", "tiny-srvgg", "-o", str(tmp_path / "m.onnx"), "--engine", "--max-size", "512x512"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    (engine,) = (tmp_path / "cache" / "tensorrt").glob("*.engine")
+    described = describe_exported(engine)
+    assert (described.name, described.architecture, described.default_sigma) == (
+        "tiny-srvgg",
+        "SRVGGNetCompact",
+        0.02,
+    )
+    # What the TensorRT backend asks for by default (batch 21, 256x256) is served by this engine.
+    cached = onnx_export.onnx_cache_path(model)
+    path, key = prepare_engine(
+        trt,
+        cached,
+        precision="fp32",
+        profile=ShapeProfile(),
+        gpu=H100,
+        cache=EngineCache(tmp_path / "cache" / "tensorrt"),
+        model={},
+    )
+    assert path == engine and key.profile.max_height == 512
+    assert sum(c[0] == "build" for c in calls) == 1

@@ -15,6 +15,12 @@ def _load_model(name_or_path: str) -> Any:
     return load_model(name_or_path, device="cpu")
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def export_command(
     model: Annotated[
         str,
@@ -67,7 +73,7 @@ def export_command(
 
         height, width = parse_size(max_size)
         trt = require("tensorrt", "trt", "building a TensorRT engine (--engine)")
-        if not torch.cuda.is_available():
+        if not _cuda_available():
             raise BackendError(
                 "--engine needs a CUDA GPU (an engine is built for the GPU it runs on); none found"
             )
@@ -107,9 +113,11 @@ def export_command(
         cache=EngineCache(cache_root() / "tensorrt"),
         model={
             "name": loaded.name,
+            "architecture": loaded.architecture,
             "scale": loaded.scale,
             "in_channels": loaded.in_channels,
             "out_channels": loaded.out_channels,
+            "default_sigma": None if loaded.default_sigma is None else float(loaded.default_sigma),
         },
     )
     typer.echo(f"engine: {path}")

@@ -290,7 +290,12 @@ def read_metadata(path: str | Path) -> OnnxMetadata:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Expected an ONNX file, but {path} does not exist")
-    proto = onnx.load(str(path), load_external_data=False)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and onnx's own errors alike
+        raise InputError(
+            f"Expected an ONNX model in {path}, but it could not be parsed ({type(exc).__name__}: {exc})"
+        ) from exc
     return OnnxMetadata.from_props({p.key: p.value for p in proto.metadata_props}, source=str(path))
 
 

@@ -248,7 +248,9 @@ def read_engine_record(engine_path: str | Path) -> tuple[EngineKey, dict[str, An
     """The :class:`EngineKey` and model description recorded beside an engine (``<engine>.json``).
 
     Returns:
-        ``(key, model)`` where ``model`` has ``name``, ``scale``, ``in_channels``, ``out_channels``.
+        ``(key, model)`` where ``model`` has ``name``, ``architecture``, ``scale``, ``in_channels``,
+        ``out_channels`` and ``default_sigma``. Records written before ``architecture`` and
+        ``default_sigma`` were stored read as ``"unknown"`` and ``None``.
 
     Raises:
         BackendError: no record, or an unreadable one: such an engine is never run, since nothing says
@@ -263,11 +265,20 @@ def read_engine_record(engine_path: str | Path) -> tuple[EngineKey, dict[str, An
         )
     try:
         record = json.loads(meta.read_text())
-        model = {k: record["model"][k] for k in ("name", "scale", "in_channels", "out_channels")}
+        info = record["model"]
+        sigma = info.get("default_sigma")
+        model = {
+            "name": str(info["name"]),
+            "architecture": str(info.get("architecture", "unknown")),
+            "scale": int(info["scale"]),
+            "in_channels": int(info["in_channels"]),
+            "out_channels": int(info["out_channels"]),
+            "default_sigma": None if sigma is None else float(sigma),
+        }
         return EngineKey.from_json(record["key"]), model
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BackendError(
-            f"refusing engine {engine_path}: its build record {meta} is unreadable ({exc})"
+            f"refusing engine {engine_path}: its build record {meta} is unreadable ({exc!r})"
         ) from exc
 
 
@@ -336,8 +347,9 @@ class EngineCache:
         Args:
             key: the build key.
             engine: serialized engine.
-            model: ``name``, ``scale``, ``in_channels``, ``out_channels`` of the generator (so an engine
-                given by path can be run without its ONNX file).
+            model: ``name``, ``architecture``, ``scale``, ``in_channels``, ``out_channels`` and
+                ``default_sigma`` of the generator (so an engine given by path can be run without its ONNX
+                file; see :func:`read_engine_record`).
         """
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.engine_path(key)
@@ -466,7 +478,8 @@ def prepare_engine(
         profile: shapes the engine must accept.
         gpu: the GPU it runs on.
         cache: where engines live.
-        model: ``name``, ``scale``, ``in_channels``, ``out_channels`` (recorded beside the engine).
+        model: ``name``, ``architecture``, ``scale``, ``in_channels``, ``out_channels``,
+            ``default_sigma`` (recorded beside the engine; see :meth:`EngineCache.store`).
         optimization_level: builder optimisation level (0-5).
         workspace_bytes: workspace limit, ``None`` for TensorRT's default.
 

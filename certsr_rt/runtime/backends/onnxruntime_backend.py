@@ -60,15 +60,20 @@ class OnnxRuntimeBackend(Backend):
         threads: int | None = None,
     ) -> None:
         self._ort = require("onnxruntime", "onnx", "the onnxruntime backend")
-        from certsr_rt.export.onnx import read_metadata
+        from certsr_rt.export.exported import describe_exported
 
         device = torch.device(device)
         if device.type not in ("cpu", "cuda"):
             raise InputError(f"Expected a cpu or cuda device for onnxruntime, but got {device}")
         if isinstance(model, (str, Path)):
-            self.onnx_path: Path | None = Path(model)
+            meta = describe_exported(model)
+            if meta.kind != "onnx":
+                raise InputError(
+                    f"Expected an .onnx export for onnxruntime, but {meta.path} is a TensorRT engine; "
+                    "run it with the tensorrt backend"
+                )
+            self.onnx_path: Path | None = meta.path
             self._model = None
-            meta = read_metadata(self.onnx_path)
             if precision not in ("auto", meta.precision):
                 raise InputError(
                     f"{self.onnx_path} is an {meta.precision} export, but precision {precision} was asked"

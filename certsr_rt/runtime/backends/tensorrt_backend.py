@@ -70,7 +70,8 @@ class TensorRTBackend(Backend):
         self.trt = (
             trt_module if trt_module is not None else require("tensorrt", "trt", "the TensorRT backend")
         )
-        from certsr_rt.export.onnx import cache_root, read_metadata
+        from certsr_rt.export.exported import describe_exported
+        from certsr_rt.export.onnx import cache_root
 
         device = torch.device(device)
         if device.type != "cuda":
@@ -79,27 +80,27 @@ class TensorRTBackend(Backend):
         self.onnx_path: Path | None = None
         self._model = None
         if isinstance(model, (str, Path)):
-            path = Path(model)
-            if path.suffix == ".engine":
+            exported = describe_exported(model)
+            path = exported.path
+            if exported.kind == "engine":
                 self.engine_path = path
-                recorded, info = read_engine_record(path)
-                file_precision = recorded.precision
-                scale, in_ch, out_ch = int(info["scale"]), int(info["in_channels"]), int(info["out_channels"])
-                self.model_name = str(info["name"])
+                recorded, _ = read_engine_record(path)
                 if profile is None:  # an engine given by path serves the shapes it was built for
                     profile = recorded.profile
             else:
                 self.onnx_path = path
-                meta = read_metadata(path)
-                file_precision = meta.precision
-                scale, in_ch, out_ch = meta.scale, meta.in_channels, meta.out_channels
-                self.model_name = meta.name
-            if precision not in ("auto", file_precision):
-                raise InputError(f"{path} is an {file_precision} build, but precision {precision} was asked")
-            precision = file_precision
+            if precision not in ("auto", exported.precision):
+                raise InputError(
+                    f"{path} is an {exported.precision} build, but precision {precision} was asked"
+                )
+            precision = exported.precision
+            scale, in_ch, out_ch = exported.scale, exported.in_channels, exported.out_channels
+            self.model_name = exported.name
+            self._architecture, self._default_sigma = exported.architecture, exported.default_sigma
         else:
             self._model = model
             self.model_name = str(model.name)
+            self._architecture, self._default_sigma = str(model.architecture), model.default_sigma
             if precision == "auto":
                 precision = "fp16" if model.supports_half else "fp32"
             scale, in_ch, out_ch = model.scale, model.in_channels, model.out_channels
@@ -122,6 +123,17 @@ class TensorRTBackend(Backend):
         self.engine: Any = None
         self.context: Any = None
         self._stream: torch.cuda.Stream | None = None
+
+    def _record(self) -> dict[str, Any]:
+        """The model description stored beside a built engine (see ``EngineCache.store``)."""
+        return {
+            "name": self.model_name,
+            "architecture": self._architecture,
+            "scale": self.scale,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "default_sigma": None if self._default_sigma is None else float(self._default_sigma),
+        }
 
     def _wanted_key(self, gpu: GpuInfo, onnx_sha256: str = "") -> EngineKey:
         return EngineKey(
@@ -150,12 +162,7 @@ class TensorRTBackend(Backend):
                 profile=self.profile,
                 gpu=gpu,
                 cache=EngineCache(self.cache_root / "tensorrt"),
-                model={
-                    "name": self.model_name,
-                    "scale": self.scale,
-                    "in_channels": self.in_channels,
-                    "out_channels": self.out_channels,
-                },
+                model=self._record(),
             )
         else:
             key = self._wanted_key(gpu)
