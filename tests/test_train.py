@@ -222,8 +222,10 @@ def test_data_errors(tmp_path: Path, hr_small: Path) -> None:
         CropStream(tmp_path / "missing", scale=4, hr_crop=32)
     with pytest.raises(InputError, match="multiple of the model scale 4, got 30"):
         CropStream(hr_small, scale=4, hr_crop=30)
-    with pytest.raises(InputError, match=r"at least 64x64 for hr_crop=64, got \d+x\d+"):
-        CropStream(hr_small, scale=4, hr_crop=64)[0]
+    with pytest.raises(
+        InputError, match=r"3 of 3 HR images .* is \d+x\d+, expected at least 64x64 for hr_crop=64"
+    ):
+        CropStream(hr_small, scale=4, hr_crop=64)
     lr_dir = write_images(tmp_path / "lr", [(10, 10)])
     with pytest.raises(
         InputError, match=r"no LR image in .* for 2 of 3 HR images .*: img_001\.png, img_002\.png$"
@@ -233,6 +235,72 @@ def test_data_errors(tmp_path: Path, hr_small: Path) -> None:
     gray.mkdir()
     cv2.imwrite(str(gray / "g.png"), np.full((8, 8), 128, np.uint8))
     assert read_image(gray / "g.png").shape == (3, 8, 8)
+
+
+def bad_folder(tmp_path: Path) -> Path:
+    """Two good HR images and four that cannot be used, named to sort after the good ones."""
+    folder = write_images(tmp_path / "bad", [(40, 40), (36, 44), (24, 40)])
+    (folder / "img_002.png").rename(folder / "x_small.png")
+    data = (folder / "img_000.png").read_bytes()
+    (folder / "x_truncated.png").write_bytes(data[: len(data) // 2])
+    (folder / "x_junk.png").write_bytes(b"junk\n")
+    (folder / "x_empty.jpg").write_bytes(b"")
+    return folder
+
+
+def test_every_file_is_checked_when_the_stream_is_built(tmp_path: Path) -> None:
+    # A bad file used to pass the constructor and stop the run (and every resume) at its first sample.
+    with pytest.raises(InputError) as info:
+        CropStream(bad_folder(tmp_path), scale=4, hr_crop=32)
+    message = str(info.value)
+    assert message.startswith("training data: 4 of 6 HR images in ")
+    assert "x_small.png is 40x24, expected at least 32x32 for hr_crop=32" in message
+    assert "x_truncated.png cannot be read: truncated PNG" in message
+    assert "x_junk.png cannot be read: not an image" in message
+    assert "x_empty.jpg cannot be read: empty file" in message
+    assert "img_00" not in message and "\n" not in message
+
+
+def test_paired_files_are_checked_and_only_five_are_shown(tmp_path: Path) -> None:
+    hr_dir = write_images(tmp_path / "hr", [(32, 32)] * 8)
+    lr_dir = write_images(tmp_path / "lr", [(8, 8)] * 6 + [(7, 8), (8, 8)])
+    (lr_dir / "img_007.png").write_bytes((lr_dir / "img_007.png").read_bytes()[:-12])  # cut the IEND chunk
+    with pytest.raises(InputError) as info:
+        CropStream(hr_dir, lr_dir=lr_dir, scale=4, hr_crop=36)
+    message = str(info.value)
+    assert message.startswith(
+        f"training data: 8 of 8 HR images in {hr_dir} and their LR partners in {lr_dir}"
+    )
+    assert "LR img_000.png is 8x8, expected at least 9x9 for hr_crop=36" in message
+    assert message.endswith("; and 3 more")
+    with pytest.raises(InputError) as info:
+        CropStream(hr_dir, lr_dir=lr_dir, scale=4, hr_crop=32)
+    message = str(info.value)
+    assert "2 of 8" in message
+    assert "img_006.png is 32x32, expected 32x28 (scale 4 x LR img_006.png 8x7)" in message
+    assert "LR img_007.png cannot be read: truncated PNG" in message
+
+
+def test_a_long_check_reports_progress(hr_small: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import certsr_rt.train.data as data_module
+
+    clock = iter(range(0, 1000, 3))  # every call: 3 s later
+    monkeypatch.setattr(data_module, "monotonic", lambda: float(next(clock)))
+    lines: list[str] = []
+    CropStream(hr_small, scale=4, hr_crop=32, log=lines.append)
+    assert lines[0] == "checking training images: 1/3 (0 unusable so far)"
+    assert lines[-1].startswith(f"checked 3 HR images in {hr_small} in ")
+
+
+def test_cli_refuses_bad_files_before_training(vgg_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--model", "tiny-srvgg", "--hr-dir", str(bad_folder(tmp_path)), "--hr-crop", "32"]
+    args += ["--perceptual-weights", str(vgg_file), "--gan-weight", "0", "--iterations", "1", "-o", str(out)]
+    result = CliRunner().invoke(_cli(), args)
+    assert result.exit_code == 1
+    assert result.output.startswith("error: training data: 4 of 6 HR images")
+    assert len(result.output.strip().splitlines()) == 1  # no training banner, no traceback
+    assert not (out / "checkpoints").exists()
 
 
 # --- the training step -----------------------------------------------------------------------------------

@@ -9,12 +9,17 @@ its equal slice of them. So:
   "RNG state" is the iteration number), with no sampler state to save;
 * the global batch is the same on 1 or N processes, which is what makes DDP match single-process training;
 * DataLoader workers may run in any order without changing anything.
+
+Because sample ``k`` is fixed, a file that cannot be used would stop every run, and every resume, at the same
+place. So :class:`CropStream` decodes and measures every file when it is built, before training starts, and
+names all the bad ones in one error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from time import monotonic
 
 import numpy as np
 import torch
@@ -58,31 +63,32 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
     Grayscale files are replicated to 3 channels, alpha is dropped, 16-bit files are rescaled.
 
     Raises:
-        InputError: the file cannot be decoded as an image.
+        InputError: the file cannot be decoded (:func:`certsr_rt.io.images.read_image`: missing, truncated,
+            corrupt, not an image) or holds floating-point samples.
     """
-    import cv2
+    return _to_tensor(_read_array(path), channels)
 
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise InputError(f"could not read {path} as an image")
-    if img.dtype == np.uint8:
-        scale = 255.0
-    elif img.dtype == np.uint16:
-        scale = 65535.0
-    else:
-        raise InputError(f"{path}: expected an 8- or 16-bit image, got dtype {img.dtype}")
+
+def _read_array(path: str | Path) -> np.ndarray:
+    """The decoded file, ``H x W`` or ``H x W x C`` (RGB[A] order), 8- or 16-bit."""
+    from certsr_rt.io.images import read_image as read_file
+
+    img = read_file(path)
+    if img.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"{path}: expected an 8- or 16-bit image, got {img.dtype} samples")
+    return img
+
+
+def _to_tensor(img: np.ndarray, channels: int) -> torch.Tensor:
+    scale = 255.0 if img.dtype == np.uint8 else 65535.0
     if img.ndim == 2:
         img = img[:, :, None]
-    if img.shape[2] == 4:
-        img = img[:, :, :3]
-    if img.shape[2] == 3:
-        img = img[:, :, ::-1]  # BGR -> RGB
+    if img.shape[2] in (2, 4):
+        img = img[:, :, :-1]  # drop alpha
     if channels == 3 and img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
     elif channels == 1 and img.shape[2] == 3:
         img = (img.astype(np.float64) @ np.array([0.299, 0.587, 0.114]))[:, :, None]
-    elif img.shape[2] != channels:
-        raise InputError(f"{path}: expected a 1-, 3- or 4-channel image, got {img.shape[2]} channels")
     arr = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32) / np.float32(scale)
     return torch.from_numpy(arr)
 
@@ -140,6 +146,12 @@ class CropStream(Dataset):
         quantize_lr: round synthesized LR to 8 bits.
         seed: the data seed.
         channels: image channels the model takes (1 or 3).
+        log: where to report the progress of the file check when it takes more than a few seconds.
+
+    Raises:
+        InputError: bad settings, a missing or empty folder, HR images without LR partner, or files that
+            cannot be used (undecodable; smaller than ``hr_crop``; paired HR not ``scale`` x LR). Every file
+            is checked here, and all bad files are named in one error.
     """
 
     def __init__(
@@ -153,6 +165,7 @@ class CropStream(Dataset):
         quantize_lr: bool = True,
         seed: int = 0,
         channels: int = 3,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         if hr_crop % scale:
             raise InputError(f"hr_crop must be a multiple of the model scale {scale}, got {hr_crop}")
@@ -169,6 +182,7 @@ class CropStream(Dataset):
         self.lr_files: list[Path] | None = None
         if lr_dir is not None:
             self.lr_files = pair_lr_files(self.hr_files, list_images(lr_dir), lr_dir)
+        self._check_files(hr_dir, lr_dir, log)
         self._perm_epoch = -1
         self._perm = np.arange(len(self.hr_files))
 
@@ -192,31 +206,22 @@ class CropStream(Dataset):
         idx = self.image_index(k)
         rng = np.random.default_rng([self.seed, 1, k])
         hr_full = read_image(self.hr_files[idx], self.channels)
+        lr_full = read_image(self.lr_files[idx], self.channels) if self.lr_files is not None else None
+        # Checked when the stream was built; this catches a file replaced since then.
+        problem = self._size_problem(
+            idx, tuple(hr_full.shape[1:]), None if lr_full is None else tuple(lr_full.shape[1:])
+        )
+        if problem is not None:
+            raise InputError(f"training image changed since the run started: {problem}")
         s, hc, lc = self.scale, self.hr_crop, self.lr_crop
-        if self.lr_files is None:
+        if lr_full is None:
             _, h, w = hr_full.shape
-            if h < hc or w < hc:
-                raise InputError(
-                    f"{self.hr_files[idx]}: expected an HR image of at least {hc}x{hc} for hr_crop={hc}, "
-                    f"got {w}x{h} (lower hr_crop)"
-                )
             top = int(rng.integers(0, h - hc + 1))
             left = int(rng.integers(0, w - hc + 1))
             hr = hr_full[:, top : top + hc, left : left + hc]
             lr = None
         else:
-            lr_full = read_image(self.lr_files[idx], self.channels)
             _, h, w = lr_full.shape
-            if tuple(hr_full.shape[1:]) != (h * s, w * s):
-                raise InputError(
-                    f"{self.hr_files[idx].name}: expected HR of {w * s}x{h * s} (scale {s} x LR "
-                    f"{self.lr_files[idx].name} {w}x{h}), got {hr_full.shape[2]}x{hr_full.shape[1]}"
-                )
-            if h < lc or w < lc:
-                raise InputError(
-                    f"{self.lr_files[idx]}: expected an LR image of at least {lc}x{lc} for hr_crop={hc}, "
-                    f"got {w}x{h} (lower hr_crop)"
-                )
             top = int(rng.integers(0, h - lc + 1))
             left = int(rng.integers(0, w - lc + 1))
             lr = lr_full[:, top : top + lc, left : left + lc]
@@ -228,6 +233,68 @@ class CropStream(Dataset):
         else:
             lr = _augment(lr, bool(flips[0]), bool(flips[1]), bool(flips[2]))
         return lr, hr
+
+    def _size_problem(self, idx: int, hr_hw: tuple[int, ...], lr_hw: tuple[int, ...] | None) -> str | None:
+        """What is wrong with the sizes of image ``idx`` (HR and, when paired, LR ``(h, w)``), or None."""
+        s, hc, lc = self.scale, self.hr_crop, self.lr_crop
+        hr_name = self.hr_files[idx].name
+        h, w = hr_hw
+        if lr_hw is None:
+            if h < hc or w < hc:
+                return f"{hr_name} is {w}x{h}, expected at least {hc}x{hc} for hr_crop={hc}"
+            return None
+        assert self.lr_files is not None
+        lr_name = self.lr_files[idx].name
+        lh, lw = lr_hw
+        if (h, w) != (lh * s, lw * s):
+            return f"{hr_name} is {w}x{h}, expected {lw * s}x{lh * s} (scale {s} x LR {lr_name} {lw}x{lh})"
+        if lh < lc or lw < lc:
+            return f"LR {lr_name} is {lw}x{lh}, expected at least {lc}x{lc} for hr_crop={hc}"
+        return None
+
+    def _file_problem(self, idx: int) -> str | None:
+        """Decode image ``idx`` (and its LR partner) and say what makes it unusable, or None."""
+        paths = [self.hr_files[idx]]
+        if self.lr_files is not None:
+            paths.append(self.lr_files[idx])
+        sizes: list[tuple[int, ...]] = []
+        for role, path in zip(("", "LR "), paths, strict=False):
+            try:
+                sizes.append(tuple(_read_array(path).shape[:2]))
+            except InputError as exc:
+                # The reader says "cannot read /full/path: why"; the name is enough next to the folder.
+                why = str(exc).removeprefix(f"cannot read {path}: ").removeprefix(f"{path}: ")
+                return f"{role}{path.name} cannot be read: {why}"
+        return self._size_problem(idx, sizes[0], sizes[1] if len(sizes) > 1 else None)
+
+    def _check_files(
+        self, hr_dir: str | Path, lr_dir: str | Path | None, log: Callable[[str], None] | None
+    ) -> None:
+        """Decode and measure every file now, so that a bad one stops the run before it starts.
+
+        Raises:
+            InputError: one message with the number of unusable images and the first few reasons.
+        """
+        n = len(self.hr_files)
+        what = f"{n} HR images in {hr_dir}" + (f" and their LR partners in {lr_dir}" if lr_dir else "")
+        started = monotonic()
+        next_report = started + 2.0
+        problems: list[str] = []
+        for i in range(n):
+            problem = self._file_problem(i)
+            if problem is not None:
+                problems.append(problem)
+            now = monotonic()
+            if log is not None and now >= next_report and i + 1 < n:
+                log(f"checking training images: {i + 1}/{n} ({len(problems)} unusable so far)")
+                next_report = now + 10.0
+        if log is not None and monotonic() - started >= 2.0:
+            log(f"checked {what} in {monotonic() - started:.0f} s")
+        if problems:
+            shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            raise InputError(
+                f"training data: {len(problems)} of {what} cannot be used (fix or remove them): {shown}"
+            )
 
     def global_batch(self, iteration: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole global batch of ``iteration`` (for tests and single-process inspection)."""

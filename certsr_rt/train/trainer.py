@@ -244,6 +244,7 @@ class Trainer:
             quantize_lr=config.quantize_lr,
             seed=config.seed,
             channels=self.in_channels,
+            log=self.log,
         )
         if config.batch_size % self.dist.world_size:
             raise InputError(
