@@ -29,7 +29,7 @@ from certsr_rt.evaluation import (
     write_sweep,
 )
 from certsr_rt.evaluation import runner as runner_module
-from certsr_rt.evaluation.data import pair_lr_files
+from certsr_rt.evaluation.data import ImagePair, min_hr_size, pair_lr_files
 from certsr_rt.losses import SRLoss, vgg_layer_names
 from certsr_rt.metrics import LPIPSMetric
 
@@ -111,9 +111,9 @@ def test_load_pairs_bicubic_modcrop_gray_limit_crop(hr_dir: Path) -> None:
         torch.testing.assert_close(p.lr, bicubic_downscale(p.hr, 4))
     gray = pairs[2].hr
     torch.testing.assert_close(gray[:, 0], gray[:, 1])
-    cropped = load_image_pairs(hr_dir, limit=1, crop=6)
-    assert len(cropped) == 1 and cropped[0].lr.shape == (1, 3, 6, 6) and cropped[0].hr.shape == (1, 3, 24, 24)
-    torch.testing.assert_close(cropped[0].hr, pairs[0].hr[:, :, 20:44, 20:44])
+    cropped = load_image_pairs(hr_dir, limit=1, crop=8)
+    assert len(cropped) == 1 and cropped[0].lr.shape == (1, 3, 8, 8) and cropped[0].hr.shape == (1, 3, 32, 32)
+    torch.testing.assert_close(cropped[0].hr, pairs[0].hr[:, :, 16:48, 16:48])
 
 
 def test_load_pairs_with_lr_folder(tmp_path: Path, hr_dir: Path) -> None:
@@ -133,6 +133,33 @@ def test_load_pairs_with_lr_folder(tmp_path: Path, hr_dir: Path) -> None:
         load_image_pairs(hr_dir, lr_dir)
     with pytest.raises(InputError, match="not a directory"):
         load_image_pairs(tmp_path / "nowhere")
+
+
+def test_images_too_small_to_measure_are_refused_when_loaded(tmp_path: Path, hr_dir: Path) -> None:
+    # PSNR/SSIM shave 4 px per border, SSIM needs 11 x 11, LPIPS-alex 31 x 31: 32 x 32 after the mod-crop.
+    assert min_hr_size(4) == 32 and min_hr_size(2) == 32 and min_hr_size(8) == 32
+    rng = np.random.default_rng(2)
+    write_png(hr_dir / "tiny.png", rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8))
+    write_png(hr_dir / "thin.png", rng.integers(0, 256, size=(64, 35, 3), dtype=np.uint8))  # 35 -> 32: fine
+    write_png(hr_dir / "short.png", rng.integers(0, 256, size=(31, 64, 3), dtype=np.uint8))  # 31 -> 28
+    with pytest.raises(InputError) as info:
+        load_image_pairs(hr_dir)
+    message = str(info.value)
+    assert message.startswith("2 of 6 evaluation images cannot be used: ")
+    assert "short.png: HR image is 31 x 64, expected at least 32 x 32 at scale 4" in message
+    assert "tiny.png: HR image is 8 x 8, expected at least 32 x 32 at scale 4" in message
+    assert "crop_border" not in message
+    with pytest.raises(InputError, match=r"crop must be >= 8 LR pixels at scale 4 .*, got 7"):
+        load_image_pairs(hr_dir, crop=7)
+    small = ImagePair("small", torch.zeros(1, 3, 7, 7), torch.zeros(1, 3, 28, 28))
+    with pytest.raises(InputError, match=r"small: HR is 28 x 28, expected at least 32 x 32"):
+        evaluate(
+            parse_model_specs("bicubic"),
+            [small],
+            ["clean"],
+            generators=load_generators(parse_model_specs("bicubic"), "cpu"),
+            lpips_metric=object(),  # type: ignore[arg-type]  # refused before any metric runs
+        )
 
 
 def test_pair_lr_files_understands_benchmark_names_and_names_every_orphan() -> None:
@@ -364,3 +391,20 @@ def test_cli_reports_bad_options_as_certsr_errors(tmp_path: Path, hr_dir: Path, 
     assert result.exit_code == 1 and "sigma must be a number" in result.output
     result = CliRunner().invoke(cli, ["evaluate", "-m", "tiny-srvgg", "--hr", str(hr_dir)])
     assert result.exit_code == 2  # usage error: -o is required
+
+
+def test_cli_refuses_a_too_small_image_before_evaluating(
+    tmp_path: Path, hr_dir: Path, cli: typer.Typer
+) -> None:
+    write_png(hr_dir / "tiny.png", np.full((8, 8, 3), 99, np.uint8))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli,
+        ["evaluate", "-m", "tiny-srvgg", "--hr", str(hr_dir), "-c", "clean", "--no-progress", "-o", str(out)],
+    )
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        "error: 1 of 4 evaluation images cannot be used: tiny.png: HR image is 8 x 8"
+    )
+    assert "expected at least 32 x 32" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists()

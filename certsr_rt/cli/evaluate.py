@@ -107,7 +107,10 @@ def evaluate_command(
     crop: Annotated[
         int | None,
         typer.Option(
-            "--crop", min=1, help="Centre-crop each LR image to PX x PX (and its HR) to keep runs short."
+            "--crop",
+            min=1,
+            help="Centre-crop each LR image to PX x PX (and its HR) to keep runs short; at least 8 at x4 "
+            "(the metrics need a 32 x 32 HR image).",
         ),
     ] = None,
     perceptual_weights: Annotated[

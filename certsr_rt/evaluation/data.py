@@ -23,6 +23,7 @@ __all__ = [
     "ImagePair",
     "bicubic_downscale",
     "load_image_pairs",
+    "min_hr_size",
     "pair_lr_files",
     "to_rgb_float",
 ]
@@ -31,6 +32,12 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 # Suffixes of LR file stems in common benchmark layouts: DIV2K "0801x4", BasicSR "baby_LRx4", "img_LR".
 _LR_STEM_SUFFIX = re.compile(r"(?:[_-]?(?:LR|lr|LRx\d|LR_x\d|lrx\d|x\d|X\d))$")
+
+_SSIM_WINDOW = 11
+"""Side of SSIM's Gaussian window (:mod:`certsr_rt.metrics.psnr_ssim`)."""
+
+_LPIPS_MIN_SIDE = 31
+"""Smallest image side LPIPS-alex accepts (measured: 30 x 30 fails inside AlexNet's second max-pool)."""
 
 
 @dataclass
@@ -141,6 +148,18 @@ def _center_crop(
     return lr.contiguous(), hr.contiguous()
 
 
+def min_hr_size(scale: int) -> int:
+    """The smallest HR side the evaluation can measure at ``scale``, a multiple of ``scale``.
+
+    PSNR and SSIM shave ``scale`` pixels from each border and SSIM then needs its 11 x 11 window, so the HR
+    must be at least ``2 * scale + 11``; LPIPS-alex needs at least 31 pixels (AlexNet's 11 x 11 stride-4
+    convolution and two 3 x 3 stride-2 max-pools leave nothing of a smaller image). HR images are cropped to
+    a multiple of ``scale``, hence the rounding up: 32 at x4 (an 8 x 8 LR image).
+    """
+    side = max(2 * scale + _SSIM_WINDOW, _LPIPS_MIN_SIDE)
+    return -(-side // scale) * scale
+
+
 def load_image_pairs(
     hr_dir: str | Path,
     lr_dir: str | Path | None = None,
@@ -149,13 +168,13 @@ def load_image_pairs(
     limit: int | None = None,
     crop: int | None = None,
 ) -> list[ImagePair]:
-    """Read the evaluation set.
+    """Read the evaluation set and check every image before anything is computed.
 
     HR images are cropped at the bottom/right to a multiple of ``scale`` (BasicSR's ``mod_crop``). With
     ``lr_dir``, each HR file is paired with its LR file by :func:`pair_lr_files` (same stem, or the stem plus
     a usual LR suffix: ``x4``, ``_LR``, ``_LRx4``, ...); the HR must then be ``scale`` times the LR size (an
     HR that is up to ``scale - 1`` pixels larger is cropped). Without ``lr_dir``, LR =
-    :func:`bicubic_downscale` (HR).
+    :func:`bicubic_downscale` (HR). Every HR image must be at least :func:`min_hr_size` on each side.
 
     Args:
         hr_dir: folder of ground-truth images.
@@ -163,21 +182,24 @@ def load_image_pairs(
         scale: the SR factor.
         limit: keep only the first ``limit`` images (in file-name order).
         crop: centre-crop each LR image to at most ``crop x crop`` pixels (and the HR to match), to keep CPU
-            runs short.
+            runs short; at least ``min_hr_size(scale) / scale``.
 
     Returns:
         The pairs, in file-name order.
 
     Raises:
-        InputError: a missing/empty folder, HR images without LR partner (all named at once), or sizes
-            that do not match.
+        InputError: a missing/empty folder, HR images without LR partner (all named at once), a ``crop``
+            below the minimum, or images that cannot be read, are smaller than :func:`min_hr_size` or whose
+            sizes do not match (all named in one message, the first five with the reason).
     """
-    from certsr_rt.io.images import read_image
-
+    min_side = min_hr_size(scale)
     if limit is not None and limit < 1:
         raise InputError(f"limit must be >= 1, got {limit}")
-    if crop is not None and crop < 1:
-        raise InputError(f"crop must be >= 1 LR pixel, got {crop}")
+    if crop is not None and crop * scale < min_side:
+        raise InputError(
+            f"crop must be >= {min_side // scale} LR pixels at scale {scale} (an HR crop of {min_side} x "
+            f"{min_side}, the smallest the metrics measure), got {crop}"
+        )
     hr_files = _list_images(Path(hr_dir), "--hr")
     if limit is not None:
         hr_files = hr_files[:limit]
@@ -185,27 +207,42 @@ def load_image_pairs(
     if lr_dir is not None:
         lr_files = pair_lr_files(hr_files, _list_images(Path(lr_dir), "--lr"), lr_dir)
     pairs: list[ImagePair] = []
+    problems: list[str] = []
     for i, hr_path in enumerate(hr_files):
-        hr = to_rgb_float(read_image(hr_path))
-        h, w = hr.shape[2] // scale * scale, hr.shape[3] // scale * scale
-        if h == 0 or w == 0:
-            raise InputError(
-                f"{hr_path}: HR image {hr.shape[2]} x {hr.shape[3]} is smaller than the scale {scale}"
-            )
-        hr = hr[:, :, :h, :w]
-        if lr_files is None:
-            lr = bicubic_downscale(hr, scale)
-        else:
-            lr_path = lr_files[i]
-            lr = to_rgb_float(read_image(lr_path))
-            lh, lw = lr.shape[2:]
-            if not (lh * scale <= h < lh * scale + scale and lw * scale <= w < lw * scale + scale):
-                raise InputError(
-                    f"{hr_path.name}: HR is {h} x {w} but LR {lr_path.name} is {lh} x {lw}; "
-                    f"expected HR = {scale} x LR"
-                )
-            hr = hr[:, :, : lh * scale, : lw * scale]
-        if crop is not None:
-            lr, hr = _center_crop(lr, hr, crop, scale)
-        pairs.append(ImagePair(hr_path.stem, lr.contiguous(), hr.contiguous()))
+        try:
+            pairs.append(_load_pair(hr_path, lr_files[i] if lr_files else None, scale, min_side, crop))
+        except InputError as exc:
+            problems.append(str(exc))
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise InputError(f"{len(problems)} of {len(hr_files)} evaluation images cannot be used: {shown}")
     return pairs
+
+
+def _load_pair(hr_path: Path, lr_path: Path | None, scale: int, min_side: int, crop: int | None) -> ImagePair:
+    from certsr_rt.io.images import read_image
+
+    hr = to_rgb_float(read_image(hr_path))
+    full_h, full_w = hr.shape[2:]
+    h, w = full_h // scale * scale, full_w // scale * scale
+    if min(h, w) < min_side:
+        raise InputError(
+            f"{hr_path.name}: HR image is {full_h} x {full_w}, expected at least {min_side} x {min_side} at "
+            f"scale {scale} (PSNR/SSIM shave {scale} pixels per border and need an {_SSIM_WINDOW} x "
+            f"{_SSIM_WINDOW} window; LPIPS-alex needs {_LPIPS_MIN_SIDE} pixels)"
+        )
+    hr = hr[:, :, :h, :w]
+    if lr_path is None:
+        lr = bicubic_downscale(hr, scale)
+    else:
+        lr = to_rgb_float(read_image(lr_path))
+        lh, lw = lr.shape[2:]
+        # h and w are multiples of scale, so this means HR = scale x LR after the mod-crop.
+        if not (lh * scale <= h < lh * scale + scale and lw * scale <= w < lw * scale + scale):
+            raise InputError(
+                f"{hr_path.name}: HR is {h} x {w} but LR {lr_path.name} is {lh} x {lw}; "
+                f"expected HR = {scale} x LR"
+            )
+    if crop is not None:
+        lr, hr = _center_crop(lr, hr, crop, scale)
+    return ImagePair(hr_path.stem, lr.contiguous(), hr.contiguous())

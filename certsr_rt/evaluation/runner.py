@@ -39,7 +39,7 @@ from certsr_rt.attacks import (
     sensor_noise,
 )
 from certsr_rt.errors import InputError
-from certsr_rt.evaluation.data import ImagePair
+from certsr_rt.evaluation.data import ImagePair, min_hr_size
 from certsr_rt.evaluation.specs import BICUBIC, ModelEntry, default_label
 
 if TYPE_CHECKING:
@@ -342,8 +342,9 @@ def evaluate(
         The measurements and the protocol.
 
     Raises:
-        InputError: an unknown condition, an attack without ``attack_loss``, scale mismatches, or no
-            recommended sigma for ``sigma=default``.
+        InputError: an unknown condition, an attack without ``attack_loss``, scale mismatches, an image
+            smaller than :func:`~certsr_rt.evaluation.data.min_hr_size`, or no recommended sigma for
+            ``sigma=default``.
     """
     from certsr_rt.metrics import LPIPSMetric, psnr, ssim
     from certsr_rt.runtime.upscaler import Upscaler, resolve_device
@@ -370,10 +371,17 @@ def evaluate(
     if len(scales) != 1:
         raise InputError(f"all models must have the same scale, got scales {sorted(scales)}")
     scale = scales.pop()
+    min_side = min_hr_size(scale)
     for pair in pairs:
         if pair.hr.shape[2:] != (pair.lr.shape[2] * scale, pair.lr.shape[3] * scale):
             raise InputError(
                 f"{pair.name}: HR {tuple(pair.hr.shape[2:])} is not {scale} x LR {tuple(pair.lr.shape[2:])}"
+            )
+        if min(pair.hr.shape[2:]) < min_side:
+            raise InputError(
+                f"{pair.name}: HR is {pair.hr.shape[2]} x {pair.hr.shape[3]}, expected at least {min_side} x "
+                f"{min_side} at scale {scale} (the smallest PSNR/SSIM with a {scale}-pixel border and LPIPS "
+                "measure)"
             )
 
     # One computation per distinct (source, sigma, n): table and sweep share rows.

@@ -92,7 +92,8 @@ def _prepare(
     h, w = a.shape[:2]
     if 2 * crop_border >= min(h, w):
         raise InputError(
-            f"crop_border={crop_border} shaves the whole {h} x {w} image; it must be < {min(h, w) / 2:g}"
+            f"crop_border={crop_border} needs an image larger than {2 * crop_border} x {2 * crop_border} "
+            f"(2 x crop_border pixels are shaved from each dimension), got {h} x {w}"
         )
     if crop_border:
         a = a[crop_border:-crop_border, crop_border:-crop_border]
@@ -119,7 +120,8 @@ def psnr(img: NDArray, ref: NDArray, crop_border: int = 4, test_y_channel: bool 
         PSNR in dB; ``inf`` for identical images.
 
     Raises:
-        InputError: shapes differ, unsupported dtype/shape, or a border that removes the whole image.
+        InputError: shapes differ, unsupported dtype/shape, or an image not larger than ``2 * crop_border``
+            in each dimension.
     """
     a, b = _prepare(img, ref, crop_border, test_y_channel)
     mse = float(np.mean((a - b) ** 2))
@@ -145,14 +147,17 @@ def ssim(img: NDArray, ref: NDArray, crop_border: int = 4, test_y_channel: bool 
         SSIM in [-1, 1]; 1.0 for identical images.
 
     Raises:
-        InputError: shapes differ, unsupported dtype/shape, or the cropped image is smaller than the
-            11 x 11 window.
+        InputError: shapes differ, unsupported dtype/shape, or an image smaller than ``11 + 2 * crop_border``
+            in some dimension (the 11 x 11 window after shaving the border).
         MissingDependencyError: scikit-image is not installed (``certsr-rt[train]``).
     """
     a, b = _prepare(img, ref, crop_border, test_y_channel)
     if min(a.shape[:2]) < 11:
+        side = 11 + 2 * crop_border
+        h, w = np.shape(img)[:2]
         raise InputError(
-            f"SSIM needs at least 11 x 11 pixels after shaving the border, got {a.shape[0]} x {a.shape[1]}"
+            f"SSIM needs an image of at least {side} x {side} (its 11 x 11 window after shaving crop_border="
+            f"{crop_border} from each side), got {h} x {w}"
         )
     metrics = require("skimage.metrics", "train", "SSIM")
     values = [
