@@ -224,6 +224,9 @@ def make_fake_trt(version: str = "10.9.0.34", parse_ok: bool = True, build_ok: b
     """A stand-in for the ``tensorrt`` module that records the calls the build and load make."""
     calls: list[tuple] = []
 
+    class DataType:
+        FLOAT, HALF = "DataType.FLOAT", "DataType.HALF"
+
     class Logger:
         WARNING = "WARNING"
 
@@ -306,17 +309,44 @@ def make_fake_trt(version: str = "10.9.0.34", parse_ok: bool = True, build_ok: b
         def get_error(self, i: int) -> str:
             return "In node 3 (Foo): unsupported operator"
 
+    class Context:
+        pass
+
+    class Engine:
+        """Two I/O tensors, ``input`` and ``output``, float32 unless ``module.io_dtypes`` says otherwise."""
+
+        name = "engine"
+        num_io_tensors = 2
+
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def get_tensor_name(self, i: int) -> str:
+            return ("input", "output")[i]
+
+        def get_tensor_mode(self, name: str) -> str:
+            return TensorIOMode.INPUT if name == "input" else TensorIOMode.OUTPUT
+
+        def get_tensor_dtype(self, name: str) -> str:
+            return module.io_dtypes.get(name, DataType.FLOAT)
+
+        def create_execution_context(self) -> Context:
+            calls.append(("context", self.data))
+            return Context()
+
     class Runtime:
         def __init__(self, logger: Logger) -> None:
             pass
 
         def deserialize_cuda_engine(self, data: bytes) -> Any:
             calls.append(("deserialize", data))
-            return types.SimpleNamespace(name="engine")
+            return Engine(data)
 
     module = types.ModuleType("tensorrt")
     module.__version__ = version
+    module.io_dtypes = {}  # test knob: tensor name -> DataType the fake engine reports
     for obj in (
+        DataType,
         Logger,
         NetworkDefinitionCreationFlag,
         MemoryPoolType,
@@ -603,3 +633,167 @@ def test_prepare_engine_reuses_an_engine_exported_with_a_larger_size(tmp_path: P
     again, key2 = prepare(ShapeProfile())  # the TensorRT backend's default profile
     assert again == path and key2.profile == large
     assert sum(c[0] == "build" for c in calls) == 1
+
+
+# ----------------------------------------------------------------------------- half-precision fallback
+
+
+class _HalfThenFull(backends.Backend):
+    """A backend whose 'half precision' returns NaN on chosen batches; fp32 is the identity x 2 upscale."""
+
+    name = "fake"
+
+    def __init__(self, precision: str = "fp16", can_fall_back: bool = True) -> None:
+        super().__init__(device=torch.device("cpu"), scale=2, in_channels=3, precision=precision)
+        self.can_fall_back = can_fall_back
+        self.switches = 0
+        self.runs: list[str] = []
+
+    def _activate_impl(self) -> None:
+        pass
+
+    def _infer_impl(self, x: torch.Tensor) -> torch.Tensor:
+        self.runs.append(self.precision)
+        out = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+        if self.precision != "fp32" and x.abs().max() > 100:  # "overflows" in half precision
+            out[0, 0, 0, 0] = float("inf")
+        return out
+
+    def _fall_back_to_fp32(self) -> None:
+        if not self.can_fall_back:
+            super()._fall_back_to_fp32()
+        self.switches += 1
+
+
+def test_half_precision_non_finite_batch_is_recomputed_in_fp32_once(caplog) -> None:
+    backend = _HalfThenFull()
+    small = torch.rand(2, 3, 4, 4)
+    assert torch.isfinite(backend.infer(small)).all() and backend.runs == ["fp16"]
+    assert not backend.fell_back_to_fp32
+    big = small * 1000
+    with caplog.at_level("WARNING", logger="certsr_rt"):
+        out = backend.infer(big)
+        backend.infer(big)
+    assert torch.isfinite(out).all() and torch.equal(out, big.repeat_interleave(2, 2).repeat_interleave(2, 3))
+    assert backend.runs == ["fp16", "fp16", "fp32", "fp32"]
+    assert backend.switches == 1 and backend.fell_back_to_fp32 and backend.precision == "fp32"
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "produced NaN/inf in fp16; recomputing in fp32" in warnings[0].getMessage()
+
+
+def test_fp32_output_is_not_second_guessed_and_a_backend_that_cannot_switch_says_so() -> None:
+    fp32 = _HalfThenFull(precision="fp32")
+    x = torch.full((1, 3, 2, 2), float("nan"))
+    assert torch.isnan(fp32.infer(x)).all() and fp32.runs == ["fp32"] and fp32.switches == 0
+    stuck = _HalfThenFull(can_fall_back=False)
+    with pytest.raises(BackendError, match="fake backend produced NaN/inf in fp16 and cannot switch to fp32"):
+        stuck.infer(torch.rand(1, 3, 2, 2) * 1000)
+    assert not stuck.fell_back_to_fp32 and stuck.precision == "fp16"
+
+
+def test_torch_backend_falls_back_through_the_shared_mechanism(caplog) -> None:
+    model = tiny_srvgg()
+    backend = TorchBackend(model, "cpu", "fp32")
+    backend.precision = "bf16"  # reduced precision runs on CUDA only; the mechanism is the same on CPU
+    backend.activate()
+    assert backend._half is not None
+
+    class Overflow(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x) * float("inf")  # what an fp16 overflow does to an image
+
+    backend._half = dataclasses.replace(backend._half, module=Overflow(backend._half.module))
+    x = torch.rand(2, 3, 5, 6)
+    with caplog.at_level("WARNING", logger="certsr_rt"):
+        got = backend.infer(x)
+    with torch.inference_mode():
+        expected = model.module(x)
+    assert torch.equal(got, expected)
+    assert backend.fell_back_to_fp32 and backend.precision == "fp32" and backend._half is None
+    assert sum(r.levelname == "WARNING" for r in caplog.records) == 1
+
+
+class _InfSession:
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        out = self.real.run(outputs, feeds)[0]
+        return [np.full_like(out, np.inf)]
+
+
+@needs_ort
+def test_onnxruntime_backend_from_a_model_falls_back_to_an_fp32_session(cache: Path) -> None:
+    from certsr_rt.export.onnx import onnx_cache_path
+    from certsr_rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    model = tiny_srvgg()
+    backend = OnnxRuntimeBackend(model, "cpu", threads=1).activate()
+    backend.precision = "fp16"  # onnxruntime fp16 needs CUDA; pretend this session is the fp16 one
+    backend.session = _InfSession(backend.session)
+    x = torch.rand(2, 3, 7, 5)
+    got = backend.infer(x)
+    with torch.inference_mode():
+        assert (got - model.module(x)).abs().max().item() <= 1e-4
+    assert backend.fell_back_to_fp32 and backend.onnx_path == onnx_cache_path(model, fp16=False)
+    assert not isinstance(backend.session, _InfSession)
+
+
+@needs_ort
+def test_onnxruntime_backend_from_a_file_cannot_fall_back(tmp_path: Path) -> None:
+    from certsr_rt.export.onnx import export_onnx
+
+    path = export_onnx(tiny_srvgg(), tmp_path / "m.onnx").path
+    backend = backends.create_backend("onnxruntime", path, "cpu", "auto").activate()
+    backend.precision = "fp16"
+    backend.session = _InfSession(backend.session)
+    with pytest.raises(BackendError, match=r"m.onnx is an fp16 export .* export the model without --fp16"):
+        backend.infer(torch.rand(1, 3, 4, 4))
+    assert not backend.fell_back_to_fp32
+
+
+class _FakeStream:
+    def __init__(self, device: Any = None) -> None:
+        self.device = device
+
+
+def _trt_backend_on_a_pretend_gpu(monkeypatch, model: Any, **kwargs: Any):
+    """A TensorRTBackend activated with the fake tensorrt, a pretend H100 and a stand-in stream."""
+    from certsr_rt.runtime.backends.tensorrt_backend import TensorRTBackend
+
+    trt, calls = make_fake_trt()
+    monkeypatch.setattr(GpuInfo, "of", classmethod(lambda cls, device: H100))
+    monkeypatch.setattr(torch.cuda, "Stream", _FakeStream)
+    backend = TensorRTBackend(model, "cuda:0", trt_module=trt, **kwargs)
+    return backend, trt, calls
+
+
+@needs_ort
+def test_tensorrt_backend_from_a_model_falls_back_to_an_fp32_engine(monkeypatch, cache: Path) -> None:
+    from certsr_rt.export.onnx import onnx_cache_path
+
+    model = tiny_srvgg()
+    backend, _, calls = _trt_backend_on_a_pretend_gpu(monkeypatch, model)
+    backend.activate()
+    assert backend.precision == "fp16" and backend.onnx_path == onnx_cache_path(model, fp16=True)
+    half_engine = backend.engine_path
+    key, info = trt_export.read_engine_record(half_engine)
+    assert key.precision == "fp16" and key.gpu == H100 and key.profile == ShapeProfile()
+    assert info == {**MODEL_INFO, "name": "tiny-srvgg"}  # architecture and default_sigma recorded
+    backend._fall_back_to_fp32()  # what infer() calls when an fp16 batch gives NaN/inf
+    assert backend.onnx_path == onnx_cache_path(model, fp16=False)
+    assert backend.engine_path != half_engine
+    assert trt_export.read_engine_record(backend.engine_path)[0].precision == "fp32"
+    assert [c[0] for c in calls].count("build") == 2 and backend.context is not None
+
+
+def test_tensorrt_backend_from_a_file_cannot_fall_back(monkeypatch, tmp_path: Path) -> None:
+    path = EngineCache(tmp_path).store(_key(), b"E", MODEL_INFO)
+    backend, _, _ = _trt_backend_on_a_pretend_gpu(monkeypatch, path)
+    backend.activate()
+    with pytest.raises(BackendError, match=r"\.engine is an fp16 build .* export the model without --fp16"):
+        backend._fall_back_to_fp32()

@@ -4,18 +4,23 @@ A backend runs the *plain* generator on a batch. Noise, tiling and the median li
 :class:`certsr_rt.runtime.upscaler.Upscaler`, so every backend sees the same noisy inputs and the same seed
 gives the same image on torch, onnxruntime and TensorRT.
 
-Subclasses implement :meth:`_activate_impl`, :meth:`_infer_impl` and optionally :meth:`_deactivate_impl`;
-the base class checks inputs and outputs.
+Subclasses implement :meth:`_activate_impl`, :meth:`_infer_impl` and optionally :meth:`_deactivate_impl`
+and :meth:`_fall_back_to_fp32`; the base class checks inputs and outputs, and owns the half-precision
+safety net: a batch that comes out of an fp16/bf16 computation with NaN or inf is recomputed in fp32 (fp16
+overflow turns Real-ESRGAN images black on some inputs), for every backend alike.
 """
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import torch
 
 from certsr_rt.errors import BackendError, InputError
+
+log = logging.getLogger(__name__)
 
 
 class Backend(ABC):
@@ -28,6 +33,7 @@ class Backend(ABC):
         in_channels: channels the generator expects.
         precision: ``fp32``, ``fp16`` or ``bf16`` — the compute precision actually used.
         max_batch: largest batch :meth:`infer` accepts in one call, ``None`` for no limit.
+        fell_back_to_fp32: set when a half-precision batch gave NaN/inf and the backend switched to fp32.
     """
 
     name: ClassVar[str] = "base"
@@ -47,6 +53,7 @@ class Backend(ABC):
         self.precision = precision
         self.max_batch = max_batch
         self.is_active = False
+        self.fell_back_to_fp32 = False
 
     def activate(self) -> Backend:
         """Prepare for inference (load sessions/engines, allocate). Idempotent. Returns self."""
@@ -76,6 +83,15 @@ class Backend(ABC):
 
         Returns:
             ``N x C x (scale*H) x (scale*W)`` float32 tensor on :attr:`device`, not clamped.
+
+        Raises:
+            InputError: ``x`` is not what is described above.
+            BackendError: the backend failed, or a half-precision batch gave NaN/inf and this backend
+                cannot switch to fp32 (e.g. it runs an fp16 file).
+
+        When :attr:`precision` is not ``fp32`` and the output holds NaN or inf, the backend switches to
+        fp32 for good (:meth:`_fall_back_to_fp32`), logs one warning, sets :attr:`fell_back_to_fp32` and
+        recomputes the batch. The check reads one flag back from the device per half-precision batch.
         """
         if not self.is_active:
             self.activate()
@@ -92,6 +108,17 @@ class Backend(ABC):
         if self.max_batch is not None and x.shape[0] > self.max_batch:
             raise InputError(f"Expected a batch of at most {self.max_batch}, but got {x.shape[0]}")
         out = self._infer_impl(x)
+        if self.precision != "fp32" and not bool(torch.isfinite(out).all()):
+            was = self.precision
+            self._fall_back_to_fp32()
+            self.precision = "fp32"
+            self.fell_back_to_fp32 = True
+            log.warning(
+                "the %s backend produced NaN/inf in %s; recomputing in fp32 (and staying in fp32)",
+                self.name,
+                was,
+            )
+            out = self._infer_impl(x)
         n, c, h, w = x.shape
         expected = (n, out.shape[1], h * self.scale, w * self.scale)
         if out.dim() != 4 or tuple(out.shape) != expected:
@@ -106,6 +133,20 @@ class Backend(ABC):
 
     def _deactivate_impl(self) -> None:  # noqa: B027 - optional hook
         pass
+
+    def _fall_back_to_fp32(self) -> None:
+        """Make :meth:`_infer_impl` compute in fp32 (called once, when a half-precision batch gave NaN/inf).
+
+        :attr:`precision` is still the old value during the call; the base class sets it to ``fp32``
+        afterwards. The default cannot switch.
+
+        Raises:
+            BackendError: this backend cannot compute in fp32 (say why and what to do instead).
+        """
+        raise BackendError(
+            f"the {self.name} backend produced NaN/inf in {self.precision} and cannot switch to fp32; "
+            "run it with precision fp32"
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(device={self.device}, precision={self.precision})"

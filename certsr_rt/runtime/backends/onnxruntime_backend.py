@@ -106,6 +106,21 @@ class OnnxRuntimeBackend(Backend):
 
         if self.onnx_path is None:
             self.onnx_path = cached_onnx(self._model, fp16=self.precision == "fp16", cache_dir=self.cache_dir)
+        self._open_session()
+
+    def _fall_back_to_fp32(self) -> None:
+        from certsr_rt.export.onnx import cached_onnx
+
+        if self._model is None:
+            raise BackendError(
+                f"{self.onnx_path} is an {self.precision} export and produced NaN/inf on this input; a "
+                "backend given a file cannot switch to fp32 by itself: export the model without --fp16 "
+                "(certsr-rt export CKPT_OR_NAME) and run that file"
+            )
+        self.onnx_path = cached_onnx(self._model, fp16=False, cache_dir=self.cache_dir)
+        self._open_session()
+
+    def _open_session(self) -> None:
         options = self._ort.SessionOptions()
         if self.threads is not None:
             options.intra_op_num_threads = self.threads

@@ -123,6 +123,7 @@ class TensorRTBackend(Backend):
         self.engine: Any = None
         self.context: Any = None
         self._stream: torch.cuda.Stream | None = None
+        self._gpu: GpuInfo | None = None
 
     def _record(self) -> dict[str, Any]:
         """The model description stored beside a built engine (see ``EngineCache.store``)."""
@@ -145,27 +146,35 @@ class TensorRTBackend(Backend):
         )
 
     def _activate_impl(self) -> None:
-        from certsr_rt.export.onnx import cached_onnx
-
         index = self.device.index if self.device.index is not None else torch.cuda.current_device()
         self.device = torch.device("cuda", index)
-        gpu = GpuInfo.of(self.device)
+        self._gpu = GpuInfo.of(self.device)
         if self.engine_path is None:
-            if self.onnx_path is None:
-                self.onnx_path = cached_onnx(
-                    self._model, fp16=self.precision == "fp16", cache_dir=self.cache_root
-                )
-            self.engine_path, key = prepare_engine(
-                self.trt,
-                self.onnx_path,
-                precision=self.precision,
-                profile=self.profile,
-                gpu=gpu,
-                cache=EngineCache(self.cache_root / "tensorrt"),
-                model=self._record(),
-            )
+            self.engine_path, key = self._prepare(self.precision)
         else:
-            key = self._wanted_key(gpu)
+            key = self._wanted_key(self._gpu)
+        self._load(key)
+        self._stream = torch.cuda.Stream(self.device)
+
+    def _prepare(self, precision: str) -> tuple[Path, EngineKey]:
+        """A cached or newly built engine for the model's ONNX export in ``precision``."""
+        from certsr_rt.export.onnx import cached_onnx
+
+        if self.onnx_path is None:
+            self.onnx_path = cached_onnx(self._model, fp16=precision == "fp16", cache_dir=self.cache_root)
+        return prepare_engine(
+            self.trt,
+            self.onnx_path,
+            precision=precision,
+            profile=self.profile,
+            gpu=self._gpu,
+            cache=EngineCache(self.cache_root / "tensorrt"),
+            model=self._record(),
+        )
+
+    def _load(self, key: EngineKey) -> None:
+        """Deserialize :attr:`engine_path` (checked against ``key``) and find its input and output."""
+        assert self.engine_path is not None
         self.engine = deserialize_engine(self.trt, self.engine_path, key)
         self.context = self.engine.create_execution_context()
         if self.context is None:
@@ -178,7 +187,21 @@ class TensorRTBackend(Backend):
                 f"expected an engine with 1 input and 1 output, got inputs {inputs}, outputs {outputs}"
             )
         self._input, self._output = inputs[0], outputs[0]
-        self._stream = torch.cuda.Stream(self.device)
+
+    def _fall_back_to_fp32(self) -> None:
+        if self._model is None:
+            given = self.engine_path if self.onnx_path is None else self.onnx_path
+            raise BackendError(
+                f"{given} is an {self.precision} build and produced NaN/inf on this input; a backend given "
+                "a file cannot switch to fp32 by itself: export the model without --fp16 "
+                "(certsr-rt export CKPT_OR_NAME --engine) and run that file"
+            )
+        # The infer() that saw the NaN has already synchronised with our stream: nothing still runs on
+        # the half-precision engine.
+        self.context = self.engine = None
+        self.onnx_path = None
+        self.engine_path, key = self._prepare("fp32")
+        self._load(key)
 
     def _deactivate_impl(self) -> None:
         self.context = None

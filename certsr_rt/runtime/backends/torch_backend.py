@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 
 import torch
 
 from certsr_rt.errors import InputError
 from certsr_rt.runtime.backends.base import Backend
-
-log = logging.getLogger(__name__)
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -21,7 +18,7 @@ class TorchBackend(Backend):
 
     Half precision is only used on CUDA. If a half-precision batch produces NaN or inf (fp16 overflow
     turns Real-ESRGAN images black on some inputs), that batch is recomputed in fp32 and the backend stays
-    in fp32 from then on, with one warning in the log.
+    in fp32 from then on, with one warning in the log (:meth:`Backend.infer`).
 
     Args:
         model: the loaded model (moved to ``device``).
@@ -45,7 +42,6 @@ class TorchBackend(Backend):
         super().__init__(device=device, scale=model.scale, in_channels=model.in_channels, precision=precision)
         self.model = model
         self.channels_last = channels_last and device.type == "cuda"
-        self.fell_back_to_fp32 = False
         self._half = None
 
     def _activate_impl(self) -> None:
@@ -74,11 +70,8 @@ class TorchBackend(Backend):
             return self._half(x.to(_DTYPES[self.precision])).float()
 
     def _infer_impl(self, x: torch.Tensor) -> torch.Tensor:
-        out = self._run(x)
-        if self.precision != "fp32" and not bool(torch.isfinite(out).all()):
-            log.warning("%s produced non-finite values; recomputing in fp32 from now on", self.precision)
-            self.precision = "fp32"
-            self.fell_back_to_fp32 = True
-            self._half = None
-            out = self._run(x)
-        return out.contiguous()
+        return self._run(x).contiguous()
+
+    def _fall_back_to_fp32(self) -> None:
+        # The fp32 SRModel is already on the device; only the half copy goes.
+        self._half = None
