@@ -175,7 +175,7 @@ def test_create_backend_by_name_and_errors() -> None:
         assert backends.resolve_device("auto") == torch.device("cpu")
 
 
-def test_auto_picks_onnxruntime_on_cpu_when_installed_else_torch(monkeypatch) -> None:
+def test_auto_picks_onnxruntime_on_cpu_when_installed_else_torch(monkeypatch, cache: Path) -> None:
     model = tiny_srvgg()
     monkeypatch.setattr(backends, "_installed", lambda name: False)
     assert backends.available_backends("cpu") == ["torch"]
@@ -205,6 +205,38 @@ def test_auto_skips_a_backend_that_cannot_be_created(monkeypatch) -> None:
     monkeypatch.setattr(backends, "available_backends", lambda device: ["tensorrt", "torch"])
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     assert backends.create_backend("auto", tiny_srvgg(), "cpu", "fp32").name == "torch"
+
+
+@needs_ort
+def test_auto_falls_through_when_a_backend_fails_to_activate(monkeypatch, caplog) -> None:
+    from certsr_rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    def fail(self: Any) -> None:
+        raise BackendError("onnxruntime could not load model.onnx: bad graph")
+
+    monkeypatch.setattr(backends, "available_backends", lambda device: ["onnxruntime", "torch"])
+    monkeypatch.setattr(OnnxRuntimeBackend, "_activate_impl", fail)
+    with caplog.at_level("WARNING", logger="certsr_rt"):
+        chosen = backends.create_backend("auto", tiny_srvgg(), "cpu", "fp32")
+    assert chosen.name == "torch" and chosen.is_active
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "onnxruntime could not start" in warning and "bad graph" in warning
+    chosen.activate()  # the upscaler activates again: harmless
+    # Nothing left to fall through to: one error with every reason.
+    monkeypatch.setattr(backends, "available_backends", lambda device: ["onnxruntime"])
+    with pytest.raises(InputError, match="no backend can run this model on cpu: onnxruntime: .*bad graph"):
+        backends.create_backend("auto", tiny_srvgg(), "cpu", "fp32")
+
+
+@needs_ort
+def test_onnxruntime_session_errors_are_backend_errors(tmp_path: Path) -> None:
+    from certsr_rt.export.onnx import export_onnx
+
+    path = export_onnx(tiny_srvgg(), tmp_path / "m.onnx").path
+    backend = backends.create_backend("onnxruntime", path, "cpu", "auto")
+    path.write_bytes(path.read_bytes()[:2000])  # truncated after it was described
+    with pytest.raises(BackendError, match="onnxruntime could not load .*m.onnx: "):
+        backend.activate()
 
 
 @pytest.mark.parametrize(

@@ -98,7 +98,8 @@ def create_backend(
 
     Args:
         name: ``torch``, ``onnxruntime``, ``tensorrt`` or ``auto`` (the first of
-            :func:`available_backends` that can be created for this model; a file path skips torch).
+            :func:`available_backends` that can be created and activated for this model; a file path
+            skips torch).
         model: an ``SRModel``; onnxruntime and tensorrt also take a certsr-rt ``.onnx`` path, tensorrt an
             ``.engine`` path.
         device: ``cpu``, a CUDA device or ``auto``.
@@ -106,7 +107,8 @@ def create_backend(
         **options: passed to the backend's constructor (e.g. ``cache_dir``, ``threads``, ``profile``).
 
     Returns:
-        The backend, not yet activated.
+        The backend: not yet activated for a named backend; already activated for ``auto`` (which must
+        start a candidate to know it works). :meth:`Backend.activate` is idempotent either way.
 
     Raises:
         InputError: unknown name, or a combination the backend does not support.
@@ -123,6 +125,14 @@ def create_backend(
         except CertSRError as exc:
             errors.append(f"{candidate}: {exc}")
             log.info("auto backend: skipping %s (%s)", candidate, exc)
+            continue
+        # Most failures (ONNX export, engine build or refusal, session creation) happen on activation:
+        # try it here so that auto falls through to the next backend instead of failing later.
+        try:
+            backend.activate()
+        except CertSRError as exc:
+            errors.append(f"{candidate}: {exc}")
+            log.warning("auto backend: %s could not start, trying the next backend (%s)", candidate, exc)
             continue
         log.info("auto backend: using %s on %s", candidate, dev)
         return backend

@@ -130,9 +130,13 @@ class OnnxRuntimeBackend(Backend):
             providers: list[Any] = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
-        self.session = self._ort.InferenceSession(
-            str(self.onnx_path), sess_options=options, providers=providers
-        )
+        try:
+            self.session = self._ort.InferenceSession(
+                str(self.onnx_path), sess_options=options, providers=providers
+            )
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own pybind exception types
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise BackendError(f"onnxruntime could not load {self.onnx_path}: {first}") from exc
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
 
