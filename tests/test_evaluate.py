@@ -408,3 +408,33 @@ def test_cli_refuses_a_too_small_image_before_evaluating(
     )
     assert "expected at least 32 x 32" in result.output and len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_cli_refuses_a_file_as_output_before_evaluating(
+    tmp_path: Path, hr_dir: Path, cli: typer.Typer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This used to evaluate everything and then die in write_report with a FileExistsError traceback.
+    def must_not_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the evaluation started")
+
+    monkeypatch.setattr("certsr_rt.evaluation.load_generators", must_not_run)
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    for output, message in [
+        (afile, f"error: -o/--output must be a folder for the report files, got {afile} (an existing file)"),
+        (afile / "sub", f"error: -o/--output: cannot create the folder {afile / 'sub'}: {afile} is a file"),
+    ]:
+        result = CliRunner().invoke(
+            cli, ["evaluate", "-m", "tiny-srvgg", "--hr", str(hr_dir), "-c", "clean", "-o", str(output)]
+        )
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith(message) and len(result.output.strip().splitlines()) == 1
+    assert afile.read_text() == "keep me"
+
+
+def test_write_report_refuses_a_file_as_folder(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    empty = runner_module.EvaluationResult(entries=[], sweep=[], conditions=[], images=[])
+    with pytest.raises(InputError, match=r"report folder .*afile is an existing file, expected a folder"):
+        write_report(empty, afile)

@@ -63,6 +63,30 @@ def _parse_sigmas(text: str) -> list[float]:
     return sorted(set(values))
 
 
+def _check_output_dir(output: Path) -> None:
+    """Refuse an ``-o`` that cannot become the report folder, before anything is computed.
+
+    The folder itself is created only when the report is written, so a failed run leaves nothing behind.
+    """
+    import os
+
+    from certsr_rt.errors import InputError
+
+    if output.exists() and not output.is_dir():
+        raise InputError(
+            f"-o/--output must be a folder for the report files, got {output} (an existing file)"
+        )
+    existing = output
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(
+            f"-o/--output: cannot create the folder {output}: {existing} is a file, not a folder"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"-o/--output: cannot write into {existing} (permission denied)")
+
+
 def evaluate_command(
     models: Annotated[str, typer.Option("--models", "-m", help=_MODELS_HELP)],
     hr: Annotated[
@@ -189,6 +213,7 @@ def evaluate_command(
     )
     from certsr_rt.runtime.upscaler import resolve_device
 
+    _check_output_dir(output)
     entries = parse_model_specs(models)
     condition_list = parse_conditions(conditions)
     sigmas = _parse_sigmas(sigma_sweep) if sigma_sweep is not None else []

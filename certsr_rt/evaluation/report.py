@@ -24,10 +24,27 @@ from pathlib import Path
 from typing import Any
 
 from certsr_rt._deps import require
+from certsr_rt.errors import InputError
 from certsr_rt.evaluation.runner import EvaluationResult, MetricMeans
 from certsr_rt.evaluation.specs import ModelEntry, default_label
 
 __all__ = ["render_table", "write_report", "write_sweep"]
+
+
+def _make_folder(out_dir: str | Path) -> Path:
+    """``out_dir`` as a folder, created if needed.
+
+    Raises:
+        InputError: it is an existing file, or cannot be created.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"the report folder {out} is an existing file, expected a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the report folder {out}: {exc.strerror or exc}") from exc
+    return out
 
 
 def _atomic_write(path: Path, data: bytes) -> Path:
@@ -134,9 +151,11 @@ def write_report(result: EvaluationResult, out_dir: str | Path) -> list[Path]:
 
     Returns:
         The paths written.
+
+    Raises:
+        InputError: ``out_dir`` is an existing file or cannot be created.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _make_folder(out_dir)
     summary_rows: list[list[Any]] = [["model", "condition", "psnr_y_db", "ssim_y", "lpips_alex", "images"]]
     summary_json = []
     for entry in result.entries:
@@ -202,12 +221,12 @@ def write_sweep(result: EvaluationResult, out_dir: str | Path) -> list[Path]:
         The paths written (nothing when the result holds no sweep).
 
     Raises:
+        InputError: ``out_dir`` is an existing file or cannot be created.
         MissingDependencyError: matplotlib is not installed (``certsr-rt[train]``).
     """
     if not result.sweep:
         return []
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _make_folder(out_dir)
     series = _sweep_series(result)
     rows: list[list[Any]] = [["model", "condition", "sigma", "samples", "lpips_alex", "psnr_y_db", "ssim_y"]]
     lines = [
