@@ -240,13 +240,42 @@ def test_onnxruntime_session_errors_are_backend_errors(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "module", "extra"), [("onnxruntime", "onnxruntime", "onnx"), ("tensorrt", "tensorrt", "trt")]
+    ("name", "device", "module", "extra"),
+    [
+        ("onnxruntime", "cpu", "onnxruntime", "onnx"),
+        ("onnxruntime", "cuda", "onnxruntime", "gpu"),
+        ("tensorrt", "cuda", "tensorrt", "trt"),
+    ],
 )
-def test_missing_library_names_the_extra(monkeypatch, name: str, module: str, extra: str) -> None:
+def test_missing_library_names_the_extra(
+    monkeypatch, name: str, device: str, module: str, extra: str
+) -> None:
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
     with pytest.raises(MissingDependencyError, match=rf"pip install 'certsr-rt\[{extra}\]'") as info:
-        backends.create_backend(name, tiny_srvgg(), "cuda" if name == "tensorrt" else "cpu", "auto")
+        backends.create_backend(name, tiny_srvgg(), device, "auto")
     assert info.value.module == module and info.value.extra == extra
+
+
+def test_no_extra_pulls_both_onnxruntime_packages() -> None:
+    """onnxruntime and onnxruntime-gpu install the same module: an extra that pulls both is broken."""
+    tomllib = pytest.importorskip("tomllib")
+    from packaging.requirements import Requirement
+
+    root = Path(__file__).resolve().parents[1]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+    def expand(extra: str) -> set[str]:
+        names = set()
+        for text in extras[extra]:
+            req = Requirement(text)
+            names |= set().union(*map(expand, req.extras)) if req.name == "certsr-rt" else {req.name}
+        return names
+
+    for extra in extras:
+        assert not {"onnxruntime", "onnxruntime-gpu"} <= expand(extra), extra
+    assert "onnxruntime" in expand("dev") and "onnxruntime-gpu" not in expand("dev")
+    assert {"onnxruntime-gpu", "onnx", "onnxscript", "cuda-python"} <= expand("gpu")
+    assert {"tensorrt", "onnxruntime-gpu", "onnx"} <= expand("trt")
 
 
 # ----------------------------------------------------------------------------- TensorRT, with a fake module

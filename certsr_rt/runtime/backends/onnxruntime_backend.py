@@ -37,7 +37,8 @@ class OnnxRuntimeBackend(Backend):
 
     Args:
         model: an ``SRModel`` or the path of a certsr-rt ``.onnx`` export.
-        device: ``cpu`` or a CUDA device (needs ``onnxruntime-gpu``: ``pip install 'certsr-rt[gpu]'``).
+        device: ``cpu`` (``pip install 'certsr-rt[onnx]'``) or a CUDA device (needs ``onnxruntime-gpu``:
+            ``pip install 'certsr-rt[gpu]'``, instead of the CPU-only ``onnxruntime``).
         precision: ``fp32``, ``fp16`` (CUDA only; an fp16 export) or ``auto`` (fp32 on CPU; on CUDA fp16
             when the model supports it). For a file, the file's precision must match unless ``auto``.
         cache_dir: ONNX cache root override (default ``$CERTSR_RT_CACHE`` or ``~/.cache/certsr-rt``).
@@ -59,12 +60,14 @@ class OnnxRuntimeBackend(Backend):
         cache_dir: str | Path | None = None,
         threads: int | None = None,
     ) -> None:
-        self._ort = require("onnxruntime", "onnx", "the onnxruntime backend")
         from certsr_rt.export.exported import describe_exported
 
         device = torch.device(device)
         if device.type not in ("cpu", "cuda"):
             raise InputError(f"Expected a cpu or cuda device for onnxruntime, but got {device}")
+        # CPU: the `onnx` extra (onnxruntime); CUDA: the `gpu` extra (onnxruntime-gpu). Never both.
+        extra = "gpu" if device.type == "cuda" else "onnx"
+        self._ort = require("onnxruntime", extra, "the onnxruntime backend")
         if isinstance(model, (str, Path)):
             meta = describe_exported(model)
             if meta.kind != "onnx":
@@ -93,7 +96,8 @@ class OnnxRuntimeBackend(Backend):
         if device.type == "cuda" and "CUDAExecutionProvider" not in self._ort.get_available_providers():
             raise BackendError(
                 "onnxruntime on CUDA needs the CUDA execution provider, but this onnxruntime has only "
-                f"{self._ort.get_available_providers()}; install it with: pip install 'certsr-rt[gpu]'"
+                f"{self._ort.get_available_providers()}; replace the CPU-only package (both provide the "
+                "onnxruntime module): pip uninstall onnxruntime && pip install 'certsr-rt[gpu]'"
             )
         super().__init__(device=device, scale=scale, in_channels=in_ch, precision=precision)
         self.out_channels = out_ch
