@@ -293,3 +293,109 @@ def test_kernels_are_compiled_once_per_process() -> None:
     for _ in itertools.repeat(None, 3):
         cm.median(x, method="network")
     assert len(cm._functions) == before
+
+
+# ----------------------------------------------------------------------------- driver calls (fake, CPU)
+
+
+class _FakeDriver:
+    """Records the driver calls of loading and launching; has no cuCtxSetCurrent on purpose."""
+
+    def __init__(self, launch_status: int = 0) -> None:
+        self.calls: list[str] = []
+        self.launch_status = launch_status
+
+    def _ok(self, name: str, *values: object) -> tuple:
+        self.calls.append(name)
+        return (0, *values)
+
+    def cuInit(self, flags: int) -> tuple:  # noqa: N802 - the driver's names
+        return self._ok("cuInit")
+
+    def cuDeviceGet(self, index: int) -> tuple:  # noqa: N802
+        return self._ok("cuDeviceGet", f"dev{index}")
+
+    def cuDevicePrimaryCtxRetain(self, dev: str) -> tuple:  # noqa: N802
+        return self._ok("cuDevicePrimaryCtxRetain", f"ctx-{dev}")
+
+    def cuCtxPushCurrent(self, ctx: str) -> tuple:  # noqa: N802
+        return self._ok(f"push {ctx}")
+
+    def cuCtxPopCurrent(self) -> tuple:  # noqa: N802
+        return self._ok("pop", "ctx")
+
+    def cuModuleLoadData(self, image: bytes) -> tuple:  # noqa: N802
+        return self._ok("cuModuleLoadData", "module")
+
+    def cuModuleGetFunction(self, module: str, name: bytes) -> tuple:  # noqa: N802
+        return self._ok("cuModuleGetFunction", "fn")
+
+    def CUstream(self, handle: int) -> int:  # noqa: N802
+        return handle
+
+    def cuLaunchKernel(self, *args: object) -> tuple:  # noqa: N802
+        self.calls.append("cuLaunchKernel")
+        return (self.launch_status,)
+
+
+def _with_fake_driver(monkeypatch, driver: _FakeDriver) -> None:
+    monkeypatch.setattr(cm, "_bindings", lambda: (None, driver))
+    monkeypatch.setattr(cm, "compile_kernel", lambda spec, arch: b"cubin")
+    monkeypatch.setattr(cm, "_device_index", lambda device: 1)
+    monkeypatch.setattr(cm, "_functions", {})
+    monkeypatch.setattr(cm, "_contexts", {})
+    monkeypatch.setattr(cm, "_modules", [])
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: (9, 0))
+
+
+def test_load_and_launch_push_and_pop_the_primary_context(monkeypatch) -> None:
+    driver = _FakeDriver()
+    _with_fake_driver(monkeypatch, driver)
+    stream = type("S", (), {"cuda_stream": 7})()
+    cm._launch(torch.randn(21, 10), cm.KernelSpec(21, (), "f32", "network"), stream)
+    assert driver.calls == [
+        "cuInit",
+        "cuDeviceGet",
+        "cuDevicePrimaryCtxRetain",
+        "push ctx-dev1",
+        "cuModuleLoadData",
+        "cuModuleGetFunction",
+        "pop",
+        "push ctx-dev1",
+        "cuLaunchKernel",
+        "pop",
+    ]
+    failing = _FakeDriver(launch_status=700)
+    _with_fake_driver(monkeypatch, failing)
+    with pytest.raises(BackendError, match="cuLaunchKernel failed"):
+        cm._launch(torch.randn(21, 10), cm.KernelSpec(21, (), "f32", "network"), stream)
+    assert failing.calls[-2:] == ["cuLaunchKernel", "pop"]  # restored even when the launch fails
+
+
+class _FakeStream:
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name, self.log = name, log
+
+    def wait_stream(self, other: _FakeStream) -> None:
+        self.log.append(f"{self.name} waits for {other.name}")
+
+
+def test_a_given_stream_waits_for_the_current_one_before_the_launch(monkeypatch) -> None:
+    log: list[str] = []
+    current, side = _FakeStream("current", log), _FakeStream("side", log)
+
+    def launch(x: torch.Tensor, spec: cm.KernelSpec, stream: _FakeStream) -> tuple:
+        log.append(f"launch on {stream.name}")
+        total = x[0].numel()
+        return torch.zeros(total), torch.zeros(len(spec.ranks), total)
+
+    monkeypatch.setattr(cm, "kernel_unavailable_reason", lambda device: None)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current)
+    monkeypatch.setattr(cm, "_launch", launch)
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, s: log.append(f"record on {s.name}"))
+    cm.median_and_order_statistics(torch.randn(21, 4, 5), stream=side)
+    assert log[:2] == ["side waits for current", "launch on side"]
+    assert log[2:] == ["record on side"] * 3
+    log.clear()
+    cm.median_and_order_statistics(torch.randn(21, 4, 5))
+    assert log == ["launch on current"]

@@ -29,17 +29,20 @@ tensor's dtype (torch rounds ``a + b`` to fp16/bf16 first; the two agree except 
 sum overflows, where the kernel stays finite and torch returns inf).
 
 Kernels are compiled once per (device, dtype, n, ranks, path) and cached for the life of the process. The
-kernel is launched on the current CUDA stream of the samples' device (or the stream passed in), which is
-the stream the backends make wait for their own work: no host synchronisation.
+kernel is launched on the current CUDA stream of the samples' device (or the stream passed in, after it
+waits for the current one), which is the stream the backends make wait for their own work: no host
+synchronisation. Driver calls run with the device's primary context pushed and popped around them, so the
+calling thread's current context (torch's current device) is left as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -302,9 +305,27 @@ def _primary_context(driver: ModuleType, index: int) -> Any:
     return _contexts[index]
 
 
+@contextlib.contextmanager
+def _primary_context_current(driver: ModuleType, index: int) -> Iterator[None]:
+    """Make the device's primary context current for the enclosed driver calls, then restore the caller's.
+
+    Push/pop rather than ``cuCtxSetCurrent``: setting would leave the calling thread on this device's
+    context, which on a multi-GPU machine silently moves the caller's (and torch's) current device.
+    """
+    _check(driver.cuCtxPushCurrent(_primary_context(driver, index)), "cuCtxPushCurrent")
+    try:
+        yield
+    finally:
+        _check(driver.cuCtxPopCurrent(), "cuCtxPopCurrent")
+
+
+def _device_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 def _function(spec: KernelSpec, device: torch.device) -> Any:
     """Compiled and loaded ``CUfunction`` for ``spec`` on ``device`` (compiled once per process)."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
+    index = _device_index(device)
     key = (index, spec)
     with _lock:
         if key in _functions:
@@ -312,10 +333,10 @@ def _function(spec: KernelSpec, device: torch.device) -> Any:
         _, driver = _bindings()
         major, minor = torch.cuda.get_device_capability(index)
         cubin = compile_kernel(spec, f"sm_{major}{minor}")
-        _check(driver.cuCtxSetCurrent(_primary_context(driver, index)), "cuCtxSetCurrent")
-        module = _check(driver.cuModuleLoadData(cubin), "cuModuleLoadData")
-        _modules.append(module)
-        fn = _check(driver.cuModuleGetFunction(module, spec.entry.encode()), "cuModuleGetFunction")
+        with _primary_context_current(driver, index):
+            module = _check(driver.cuModuleLoadData(cubin), "cuModuleLoadData")
+            _modules.append(module)
+            fn = _check(driver.cuModuleGetFunction(module, spec.entry.encode()), "cuModuleGetFunction")
         log.debug("compiled %s (n=%d, ranks=%s) for sm_%d%d", spec.entry, spec.n, spec.ranks, major, minor)
         _functions[key] = fn
         return fn
@@ -353,8 +374,7 @@ def _launch(
     if total == 0:
         return med, extra
     fn = _function(spec, samples.device)
-    index = samples.device.index if samples.device.index is not None else torch.cuda.current_device()
-    _check(driver.cuCtxSetCurrent(_primary_context(driver, index)), "cuCtxSetCurrent")
+    index = _device_index(samples.device)
     args = [
         ctypes.c_void_p(x.data_ptr()),
         ctypes.c_void_p(med.data_ptr()),
@@ -364,22 +384,23 @@ def _launch(
     ]
     pointers = (ctypes.c_void_p * len(args))(*[ctypes.addressof(a) for a in args])
     grid = (total + _BLOCK - 1) // _BLOCK
-    _check(
-        driver.cuLaunchKernel(
-            fn,
-            grid,
-            1,
-            1,
-            _BLOCK,
-            1,
-            1,
-            0,
-            driver.CUstream(stream.cuda_stream),
-            ctypes.addressof(pointers),
-            0,
-        ),
-        "cuLaunchKernel",
-    )
+    with _primary_context_current(driver, index):
+        _check(
+            driver.cuLaunchKernel(
+                fn,
+                grid,
+                1,
+                1,
+                _BLOCK,
+                1,
+                1,
+                0,
+                driver.CUstream(stream.cuda_stream),
+                ctypes.addressof(pointers),
+                0,
+            ),
+            "cuLaunchKernel",
+        )
     return med, extra
 
 
@@ -398,7 +419,9 @@ def median_and_order_statistics(
         method: ``"auto"`` (kernel when it can run: the network for n <= :data:`NETWORK_MAX_N`, else the
             generic path; torch otherwise), ``"network"`` or ``"generic"`` (that kernel path; raises when
             it cannot run), or ``"torch"`` (the reference).
-        stream: CUDA stream to launch on; default the current stream of the samples' device.
+        stream: CUDA stream to launch on; default the current stream of the samples' device. Another
+            stream is first made to wait for the current one (where the samples were produced and the
+            outputs are allocated); the caller makes later work wait for ``stream`` before reading them.
 
     Returns:
         ``(median, [order statistic for each rank])``, each shaped ``samples.shape[1:]``, in the samples'
@@ -430,8 +453,12 @@ def median_and_order_statistics(
         return aggregate.median_and_order_statistics(samples, ranks)
     path = method if explicit else ("network" if n <= NETWORK_MAX_N else "generic")
     spec = KernelSpec(n=n, ranks=ranks, dtype=_KERNEL_DTYPES[samples.dtype], path=path)
-    launch_stream = stream if stream is not None else torch.cuda.current_stream(samples.device)
-    x = samples.contiguous()
+    current = torch.cuda.current_stream(samples.device)
+    launch_stream = stream if stream is not None else current
+    x = samples.contiguous()  # a copy, when one is made, is queued on the current stream
+    if launch_stream != current:
+        # The samples were produced, and the outputs are allocated, on the current stream.
+        launch_stream.wait_stream(current)
     try:
         med, extra = _launch(x, spec, launch_stream)
     except (BackendError, MissingDependencyError) as exc:
@@ -441,9 +468,9 @@ def median_and_order_statistics(
         _unavailable = f"kernel failed once in this process: {exc}"
         log.warning("CUDA median kernel unavailable, using torch: %s", exc)
         return aggregate.median_and_order_statistics(samples, ranks)
-    if stream is not None and stream != torch.cuda.current_stream(samples.device):
+    if launch_stream != current:
         for t in (x, med, extra):
-            t.record_stream(stream)
+            t.record_stream(launch_stream)
     shape = samples.shape[1:]
     return med.view(shape), [extra[r].view(shape) for r in range(len(ranks))]
 
