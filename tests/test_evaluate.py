@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from certsr_rt.errors import InputError
 from certsr_rt.evaluation import (
     DEFAULT_CONDITIONS,
+    PSNR_CAP_DB,
     ModelEntry,
     bicubic_downscale,
     evaluate,
@@ -438,3 +439,34 @@ def test_write_report_refuses_a_file_as_folder(tmp_path: Path) -> None:
     empty = runner_module.EvaluationResult(entries=[], sweep=[], conditions=[], images=[])
     with pytest.raises(InputError, match=r"report folder .*afile is an existing file, expected a folder"):
         write_report(empty, afile)
+
+
+def test_identical_images_get_the_stated_psnr_cap_everywhere(
+    tmp_path: Path, hr_dir: Path, lpips_metric: LPIPSMetric
+) -> None:
+    # Bicubic reproduces a flat image exactly: MSE 0. This used to be inf in results.csv, null in
+    # results.json and n/a in results.md, with an infinite mean.
+    write_png(hr_dir / "flat.png", np.full((32, 32, 3), 77, np.uint8))
+    entries = parse_model_specs("bicubic")
+    pairs = [p for p in load_image_pairs(hr_dir) if p.name in ("flat", "img_000")]
+    result = evaluate(
+        entries, pairs, ["clean"], generators=load_generators(entries, "cpu"), lpips_metric=lpips_metric
+    )
+    flat, other = (m.psnr for m in result.measurements[entries[0].key])
+    assert flat == PSNR_CAP_DB == 100.0 and math.isfinite(other) and other < PSNR_CAP_DB
+    mean = (flat + other) / 2
+    assert result.cell(entries[0], "clean").psnr == pytest.approx(mean)
+    write_report(result, tmp_path / "out")
+    with open(tmp_path / "out" / "per_image.csv", newline="") as f:
+        assert [r["psnr_y_db"] for r in csv.DictReader(f)][0] == "100.0000"
+    with open(tmp_path / "out" / "results.csv", newline="") as f:
+        assert float(next(csv.DictReader(f))["psnr_y_db"]) == pytest.approx(mean, abs=1e-4)
+    document = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert document["per_image"][0]["psnr"] == 100.0
+    assert document["summary"][0]["psnr"] == pytest.approx(mean)
+    assert "capped at 100 dB per image" in document["settings"]["metrics"]["psnr"]
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert f"| bicubic | {mean:.2f} / " in markdown
+    assert "PSNR is capped at 100 dB per image" in markdown
+    assert "1 per-image PSNR value reached the 100 dB cap" in markdown
+    assert "n/a" not in markdown

@@ -25,7 +25,7 @@ from typing import Any
 
 from certsr_rt._deps import require
 from certsr_rt.errors import InputError
-from certsr_rt.evaluation.runner import EvaluationResult, MetricMeans
+from certsr_rt.evaluation.runner import PSNR_CAP_DB, EvaluationResult, MetricMeans
 from certsr_rt.evaluation.specs import ModelEntry, default_label
 
 __all__ = ["render_table", "write_report", "write_sweep"]
@@ -99,14 +99,22 @@ def _means_json(m: MetricMeans) -> dict[str, Any]:
 
 def _markdown(result: EvaluationResult) -> str:
     s = result.settings
+    capped = result.psnr_at_cap()
+    cap_note = []
+    if capped:
+        values = "value reached" if capped == 1 else "values reached"
+        cap_note = [f"{capped} per-image PSNR {values} the {PSNR_CAP_DB:g} dB cap (see per_image.csv).", ""]
     lines = [
         "# Evaluation",
         "",
         f"{len(result.images)} images; each cell is **PSNR (dB) / SSIM / LPIPS**, the mean over images "
-        "(PSNR, SSIM: higher is better; LPIPS: lower is better).",
+        "(PSNR, SSIM: higher is better; LPIPS: lower is better). PSNR is capped at "
+        f"{PSNR_CAP_DB:g} dB per image: an output identical to the HR (infinite PSNR) counts as "
+        f"{PSNR_CAP_DB:g} dB here, in the CSV and JSON files and in the means.",
         "",
         render_table(result),
         "",
+        *cap_note,
         "## Protocol",
         "",
         f"- Threat model: {s.get('threat_model', '')}.",

@@ -15,6 +15,9 @@ Protocol (what the numbers mean, also written into every report):
   the HR image rounded to 8 bits: PSNR and SSIM on the Y channel (BT.601) with ``scale`` pixels shaved from
   each border (:mod:`certsr_rt.metrics.psnr_ssim`), LPIPS v0.1 AlexNet on RGB. Per model and condition the
   report gives the mean over images of each per-image value.
+* PSNR is capped at :data:`PSNR_CAP_DB` (100 dB) per image: an SR output identical to the HR (MSE 0, for
+  which BasicSR and scikit-image give ``inf``) counts as 100 dB in every file and in the means, which
+  stay finite. The report says how many per-image values reached the cap.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ __all__ = [
     "EvaluationResult",
     "Measurement",
     "MetricMeans",
+    "PSNR_CAP_DB",
     "evaluate",
     "load_generators",
     "parse_conditions",
@@ -67,6 +71,12 @@ DEFAULT_CONDITIONS = ("clean", "noisy", "blurry", "fgsm", "bim", "pgd", "cw")
 """The paper's conditions (JPEG is extra and off by default)."""
 
 ATTACK_CONDITIONS = frozenset({"fgsm", "bim", "pgd", "cw"})
+
+PSNR_CAP_DB = 100.0
+"""Ceiling of a per-image PSNR in an evaluation. Identical images have MSE 0 and an infinite PSNR, which would
+make the mean of the cell infinite and cannot be written as a JSON number, so every per-image PSNR is
+``min(psnr, PSNR_CAP_DB)`` before it is stored, written or averaged. 100 dB is above what any real
+restoration reaches (one 8-bit level of error in a single pixel of a 32 x 32 image is about 96 dB on Y)."""
 
 ProgressFn = Callable[[int, int, str], None]
 """``progress(done, total, description)``, called after each image x model x condition cell."""
@@ -223,6 +233,10 @@ class EvaluationResult:
     measurements: dict[tuple[str, float | None, int], list[Measurement]] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
 
+    def psnr_at_cap(self) -> int:
+        """How many per-image PSNR values of the table's entries reached :data:`PSNR_CAP_DB`."""
+        return sum(m.psnr >= PSNR_CAP_DB for e in self.entries for m in self.measurements.get(e.key, []))
+
     def cell(self, entry: ModelEntry, condition: str) -> MetricMeans:
         """Means for one entry under one condition."""
         rows = [m for m in self.measurements.get(entry.key, []) if m.condition == condition]
@@ -272,8 +286,9 @@ def _settings(
             "generator (plain or MRS) is evaluated on that same adversarial LR"
         ),
         "metrics": {
-            "psnr": f"PSNR in dB on the BT.601 Y channel, {scale}-pixel border shaved, 8-bit images "
-            "(higher is better)",
+            "psnr": f"PSNR in dB on the BT.601 Y channel, {scale}-pixel border shaved, 8-bit images, "
+            f"capped at {PSNR_CAP_DB:g} dB per image (identical images, infinite PSNR, count as "
+            f"{PSNR_CAP_DB:g} dB in every file and in the means) (higher is better)",
             "ssim": f"SSIM (Wang et al. 2004, 11x11 Gaussian window, sigma 1.5) on Y, {scale}-pixel border "
             "shaved (higher is better)",
             "lpips": "LPIPS v0.1 AlexNet on RGB (lower is better)",
@@ -444,7 +459,7 @@ def evaluate(
                         Measurement(
                             pair.name,
                             condition,
-                            psnr(sr_u8, hr_u8, crop_border=scale),
+                            min(psnr(sr_u8, hr_u8, crop_border=scale), PSNR_CAP_DB),
                             ssim(sr_u8, hr_u8, crop_border=scale),
                             float(metric(sr_u8, hr_u8)),
                         )

@@ -117,7 +117,8 @@ def psnr(img: NDArray, ref: NDArray, crop_border: int = 4, test_y_channel: bool 
         test_y_channel: measure on the Y channel (True, as SR papers do) or on RGB (False).
 
     Returns:
-        PSNR in dB; ``inf`` for identical images.
+        PSNR in dB; ``inf`` for identical images, as BasicSR and scikit-image (the evaluation report caps
+        it at :data:`certsr_rt.evaluation.PSNR_CAP_DB`).
 
     Raises:
         InputError: shapes differ, unsupported dtype/shape, or an image not larger than ``2 * crop_border``
