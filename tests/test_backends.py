@@ -858,3 +858,31 @@ def test_tensorrt_backend_from_a_file_cannot_fall_back(monkeypatch, tmp_path: Pa
     backend.activate()
     with pytest.raises(BackendError, match=r"\.engine is an fp16 build .* export the model without --fp16"):
         backend._fall_back_to_fp32()
+
+
+def test_tensorrt_backend_refuses_an_engine_without_float32_io(monkeypatch, tmp_path: Path) -> None:
+    path = EngineCache(tmp_path).store(_key(), b"E", MODEL_INFO)
+    backend, trt, _ = _trt_backend_on_a_pretend_gpu(monkeypatch, path)
+    trt.io_dtypes = {"output": trt.DataType.HALF}
+    message = "float32 input and output, but its tensor 'output' is DataType.HALF"
+    with pytest.raises(BackendError, match=message):
+        backend.activate()
+    assert not backend.is_active
+    trt.io_dtypes = {}
+    assert backend.activate().is_active
+
+
+def test_tensorrt_buffers_are_256_byte_aligned() -> None:
+    from certsr_rt.runtime.backends.tensorrt_backend import TENSORRT_ALIGNMENT, aligned
+
+    batch = torch.rand(21, 3, 5, 7)
+    first = batch[:8]
+    if first.data_ptr() % TENSORRT_ALIGNMENT == 0:
+        assert aligned(first) is first
+    chunk = batch[1:9]  # a contiguous view 420 bytes in: not aligned
+    assert chunk.is_contiguous() and chunk.data_ptr() % TENSORRT_ALIGNMENT != 0
+    copy = aligned(chunk)
+    assert copy.data_ptr() % TENSORRT_ALIGNMENT == 0
+    assert torch.equal(copy, chunk) and copy.shape == chunk.shape
+    flat = torch.rand(1000)[3:]
+    assert aligned(flat).data_ptr() % TENSORRT_ALIGNMENT == 0 and torch.equal(aligned(flat), flat)

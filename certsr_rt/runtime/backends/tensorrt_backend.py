@@ -1,12 +1,14 @@
 """The TensorRT backend: a cached engine driven with torch-owned buffers on a non-default stream.
 
 UNTESTED HERE: no machine of this project can install TensorRT. The calls into TensorRT
-(``create_execution_context``, ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``) follow
+(``create_execution_context``, ``get_tensor_dtype``, ``set_input_shape``, ``set_tensor_address``,
+``execute_async_v3``) follow
 the documented TensorRT 10 API and have never run; the logic around them (argument checks, engine
 preparation, refusals) is tested with a fake ``tensorrt`` module.
 
-Memory and streams belong to torch (DESIGN.md: no pycuda): inputs and outputs are torch CUDA tensors
-(torch's allocator aligns them to 512 bytes, more than TensorRT's 256), the engine runs on a private
+Memory and streams belong to torch (DESIGN.md: no pycuda): inputs and outputs are float32 torch CUDA
+tensors (checked against the engine's I/O types at activation) at 256-byte aligned addresses (torch's
+allocator gives 512; a chunk that is a view at an unaligned offset is copied), the engine runs on a private
 ``torch.cuda.Stream``, and the caller's current stream waits for it, so the median kernel launched next on
 the current stream sees the finished outputs without a host synchronisation.
 """
@@ -32,7 +34,27 @@ from certsr_rt.export.tensorrt import (
 )
 from certsr_rt.runtime.backends.base import Backend
 
-__all__ = ["TensorRTBackend"]
+__all__ = ["TENSORRT_ALIGNMENT", "TensorRTBackend", "aligned"]
+
+TENSORRT_ALIGNMENT = 256
+"""Bytes to which TensorRT wants I/O buffer addresses aligned."""
+
+
+def aligned(t: torch.Tensor, alignment: int = TENSORRT_ALIGNMENT) -> torch.Tensor:
+    """``t`` itself when its data pointer is ``alignment``-byte aligned, else an aligned contiguous copy.
+
+    torch's CUDA allocator returns 512-byte aligned blocks, but a view into a larger tensor (e.g. one chunk
+    of a batch of noisy samples) starts wherever the chunk starts. The copy is carved out of a slightly
+    larger buffer at an aligned offset, so it is aligned whatever the allocator's own alignment.
+    """
+    if t.data_ptr() % alignment == 0:
+        return t
+    size = t.element_size()
+    buffer = torch.empty(t.numel() + alignment // size, dtype=t.dtype, device=t.device)
+    skip = (-buffer.data_ptr() % alignment) // size
+    copy = buffer[skip : skip + t.numel()].view(t.shape)
+    copy.copy_(t)
+    return copy
 
 
 class TensorRTBackend(Backend):
@@ -187,6 +209,14 @@ class TensorRTBackend(Backend):
                 f"expected an engine with 1 input and 1 output, got inputs {inputs}, outputs {outputs}"
             )
         self._input, self._output = inputs[0], outputs[0]
+        # The buffers are torch float32 tensors; an engine with other I/O types would read them wrongly.
+        for name in (self._input, self._output):
+            dtype = self.engine.get_tensor_dtype(name)
+            if dtype != self.trt.DataType.FLOAT:
+                raise BackendError(
+                    f"expected an engine with float32 input and output, but its tensor {name!r} is {dtype} "
+                    f"({self.engine_path}); rebuild it from a certsr-rt export (float32 I/O)"
+                )
 
     def _fall_back_to_fp32(self) -> None:
         if self._model is None:
@@ -210,11 +240,11 @@ class TensorRTBackend(Backend):
 
     def _infer_impl(self, x: torch.Tensor) -> torch.Tensor:
         self.profile.check(tuple(x.shape))
-        x = x.contiguous()
+        # A chunk of a larger batch is a contiguous view at an offset: contiguous, but maybe not aligned.
+        x = aligned(x.contiguous())
         n, _, h, w = x.shape
-        out = torch.empty(
-            (n, self.out_channels, h * self.scale, w * self.scale), dtype=torch.float32, device=self.device
-        )
+        shape = (n, self.out_channels, h * self.scale, w * self.scale)
+        out = aligned(torch.empty(shape, dtype=torch.float32, device=self.device))
         current = torch.cuda.current_stream(self.device)
         stream = self._stream
         assert stream is not None
