@@ -221,8 +221,23 @@ def test_export_engine_without_tensorrt_names_the_extra_before_exporting(tmp_pat
     assert isinstance(result.exception, MissingDependencyError)
     assert "certsr-rt[trt]" in str(result.exception)
     assert not (tmp_path / "m.onnx").exists()
-    result = runner.invoke(app, ["export", "x", "--engine", "--max-size", "big"])
-    assert isinstance(result.exception, InputError) and "256x256" in str(result.exception)
+
+
+@pytest.mark.parametrize("engine", [[], ["--engine"]])
+def test_export_rejects_a_bad_max_size_before_any_work(tmp_path: Path, monkeypatch, engine: list) -> None:
+    from typer.testing import CliRunner
+
+    from certsr_rt.cli import export as export_cli
+    from certsr_rt.cli.app import app
+
+    loads: list[str] = []
+    monkeypatch.setattr(export_cli, "_load_model", loads.append)
+    out = tmp_path / "m.onnx"
+    result = CliRunner().invoke(app, ["export", "x", "-o", str(out), *engine, "--max-size", "garbage"])
+    assert result.exit_code == 2, result.output  # a usage error, as click reports them
+    assert "Invalid value for '--max-size'" in result.output
+    assert "Expected a size like 256x256 (height x width, positive), but got 'garbage'" in result.output
+    assert loads == [] and not out.exists()
 
 
 def test_export_command_with_registered_tiny_model(tmp_path: Path) -> None:

@@ -21,6 +21,18 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def _check_size(value: str) -> str:
+    """Validate ``--max-size`` while parsing, so a bad value fails before any work, engine or not."""
+    from certsr_rt.errors import InputError
+    from certsr_rt.export.tensorrt import parse_size
+
+    try:
+        parse_size(value)
+    except InputError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
 def export_command(
     model: Annotated[
         str,
@@ -50,7 +62,12 @@ def export_command(
         int, typer.Option("--max-batch", min=1, help="Largest batch the engine accepts (samples per chunk).")
     ] = 21,
     max_size: Annotated[
-        str, typer.Option("--max-size", help="Largest LR input HxW the engine accepts (tile + overlap).")
+        str,
+        typer.Option(
+            "--max-size",
+            callback=_check_size,
+            help="Largest LR input HxW the engine accepts (tile + overlap).",
+        ),
     ] = "256x256",
 ) -> None:
     """Export a model to ONNX (dynamic batch/height/width, weights embedded, validated against torch).
