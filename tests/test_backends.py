@@ -578,7 +578,7 @@ def test_build_engine_failures_are_backend_errors(tmp_path: Path) -> None:
         trt_export.build_engine(trt, tmp_path / "m.onnx", _key())
 
 
-def test_prepare_engine_builds_once_per_key(tmp_path: Path) -> None:
+def test_prepare_engine_builds_once_per_key(tmp_path: Path, caplog) -> None:
     trt, calls = make_fake_trt()
     onnx_file = tmp_path / "m.onnx"
     onnx_file.write_bytes(b"onnx graph")
@@ -589,11 +589,14 @@ def test_prepare_engine_builds_once_per_key(tmp_path: Path) -> None:
             trt, onnx_file, precision="fp16", profile=profile, gpu=gpu, cache=cache, model=MODEL_INFO
         )
 
-    path, key = prepare(ShapeProfile())
-    assert path.is_file() and key.tensorrt_version == "10.9.0.34" and key.gpu == H100
-    builds = lambda: sum(c[0] == "build" for c in calls)  # noqa: E731
-    assert builds() == 1
-    assert prepare(ShapeProfile()) == (path, key) and builds() == 1
+    with caplog.at_level("WARNING", logger="certsr_rt"):
+        path, key = prepare(ShapeProfile())
+        assert path.is_file() and key.tensorrt_version == "10.9.0.34" and key.gpu == H100
+        builds = lambda: sum(c[0] == "build" for c in calls)  # noqa: E731
+        assert builds() == 1
+        assert prepare(ShapeProfile()) == (path, key) and builds() == 1
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith("building a TensorRT engine for") and "NVIDIA H100" in warning
     assert prepare(ShapeProfile(max_batch=8)) == (path, key) and builds() == 1  # covered: reused
     other, _ = prepare(ShapeProfile(max_batch=32))
     assert other != path and builds() == 2

@@ -147,7 +147,7 @@ def test_model_digest_ignores_dtype_and_tracks_weights() -> None:
     assert onnx_export.model_digest(changed) != digest
 
 
-def test_cached_onnx_exports_once_per_content(tmp_path: Path, monkeypatch) -> None:
+def test_cached_onnx_exports_once_per_content(tmp_path: Path, monkeypatch, caplog) -> None:
     monkeypatch.setenv("CERTSR_RT_CACHE", str(tmp_path / "cache"))
     calls = []
     real = onnx_export.export_onnx
@@ -158,9 +158,14 @@ def test_cached_onnx_exports_once_per_content(tmp_path: Path, monkeypatch) -> No
 
     monkeypatch.setattr(onnx_export, "export_onnx", counting)
     model = tiny_srvgg(default_sigma=None)
-    first = onnx_export.cached_onnx(model)
-    assert first.parent == tmp_path / "cache" / "onnx" and first.is_file()
-    assert onnx_export.cached_onnx(model) == first and len(calls) == 1
+    with caplog.at_level("WARNING", logger="certsr_rt"):
+        first = onnx_export.cached_onnx(model)
+        assert first.parent == tmp_path / "cache" / "onnx" and first.is_file()
+        assert onnx_export.cached_onnx(model) == first and len(calls) == 1
+    # The one-time export is a warning, which the command line shows; the cached file is silent.
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith("exporting tiny-srvgg to ONNX (fp32) for this backend: once per model")
+    assert str(first) in warning
     same_weights = tiny_srvgg(seed=0, default_sigma=None)
     assert onnx_export.cached_onnx(same_weights) == first and len(calls) == 1
     other = onnx_export.cached_onnx(tiny_srvgg(seed=1))

@@ -468,10 +468,21 @@ def cached_onnx(
 
     Returns:
         Path of the ONNX file.
+
+    The one-time export is announced with a warning in the ``certsr_rt`` log, which ``certsr-rt upscale``
+    prints.
     """
     path = onnx_cache_path(model, fp16=fp16, opset=opset, cache_dir=cache_dir)
     if not path.is_file():
-        log.info("exporting %s to the ONNX cache (once per model and precision): %s", model.name, path)
+        # A warning, not info: the command line shows warnings, and a silent pause of ~25 s on first use
+        # (RRDBNet on CPU) would look like a hang.
+        log.warning(
+            "exporting %s to ONNX (%s) for this backend: once per model and precision, about 25 s for "
+            "RRDBNet; cached as %s",
+            model.name,
+            "fp16" if fp16 else "fp32",
+            path,
+        )
         report = export_onnx(model, path, fp16=fp16, opset=opset)
         log.info("ONNX export done in %.0f s; %s", report.seconds, report.validation.summary())
     return path

@@ -499,7 +499,15 @@ def prepare_engine(
     )
     path = cache.lookup(key)
     if path is None:
-        log.info("building TensorRT engine for %s on %s (%s)", onnx_path, gpu.describe(), profile.describe())
+        # A warning so that the command line shows it: a build takes minutes and happens once.
+        log.warning(
+            "building a TensorRT engine for %s on %s (%s): once per model, GPU and shape range, "
+            "several minutes; cached in %s",
+            onnx_path,
+            gpu.describe(),
+            profile.describe(),
+            cache.root,
+        )
         engine = build_engine(trt, onnx_path, key, timing_cache=cache.timing_cache_path(key))
         return cache.store(key, engine, model), key
     recorded, _ = read_engine_record(path)
