@@ -19,7 +19,7 @@ from certsr_rt.evaluation import (
     DEFAULT_CONDITIONS,
     PSNR_CAP_DB,
     ModelEntry,
-    bicubic_downscale,
+    downscale_bicubic,
     evaluate,
     load_generators,
     load_image_pairs,
@@ -30,7 +30,8 @@ from certsr_rt.evaluation import (
     write_sweep,
 )
 from certsr_rt.evaluation import runner as runner_module
-from certsr_rt.evaluation.data import ImagePair, min_hr_size, pair_lr_files
+from certsr_rt.evaluation.data import ImagePair, min_hr_size
+from certsr_rt.io.pairs import pair_lr_files
 from certsr_rt.losses import SRLoss, vgg_layer_names
 from certsr_rt.metrics import LPIPSMetric
 
@@ -109,7 +110,7 @@ def test_load_pairs_bicubic_modcrop_gray_limit_crop(hr_dir: Path) -> None:
     assert [p.name for p in pairs] == ["img_000", "img_001", "img_002"]
     for p in pairs:
         assert p.hr.shape == (1, 3, 64, 64) and p.lr.shape == (1, 3, 16, 16)
-        torch.testing.assert_close(p.lr, bicubic_downscale(p.hr, 4))
+        torch.testing.assert_close(p.lr, downscale_bicubic(p.hr, 4))
     gray = pairs[2].hr
     torch.testing.assert_close(gray[:, 0], gray[:, 1])
     cropped = load_image_pairs(hr_dir, limit=1, crop=8)

@@ -18,12 +18,13 @@ import typer
 from typer.testing import CliRunner
 
 from certsr_rt.errors import InputError
+from certsr_rt.io.pairs import downscale_bicubic
 from certsr_rt.losses import VGG_CONFIGS
 from certsr_rt.models import load_model
 from certsr_rt.smoothing.aggregate import median
 from certsr_rt.train import MODES, TrainConfig, Trainer, find_latest_state
 from certsr_rt.train.checkpoint import atomic_save, load_state_file
-from certsr_rt.train.data import CropStream, StreamBatchSampler, downscale_bicubic, read_image
+from certsr_rt.train.data import CropStream, StreamBatchSampler, read_image
 
 # --- fixtures --------------------------------------------------------------------------------------------
 
@@ -585,7 +586,7 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
         _cli(), ["train", "--model", "tiny-srvgg", "--hr-dir", str(tmp_path / "none")]
     )
     assert result.exit_code == 1
-    assert result.output.strip().startswith("error: expected a folder of training images")
+    assert result.output.strip().startswith("error: --hr-dir must be a folder of images")
     result = CliRunner().invoke(_cli(), ["train", "--model", "tiny-srvgg"])
     assert result.exit_code == 1 and "--hr-dir" in result.output
 

@@ -16,7 +16,7 @@
 See :mod:`certsr_rt.evaluation.runner` for the protocol (threat model, seeds, metric conventions).
 """
 
-from certsr_rt.evaluation.data import ImagePair, bicubic_downscale, load_image_pairs
+from certsr_rt.evaluation.data import ImagePair, load_image_pairs
 from certsr_rt.evaluation.report import render_table, write_report, write_sweep
 from certsr_rt.evaluation.runner import (
     ATTACK_CONDITIONS,
@@ -34,6 +34,7 @@ from certsr_rt.evaluation.runner import (
     sweep_entries,
 )
 from certsr_rt.evaluation.specs import BICUBIC, ModelEntry, parse_model_specs
+from certsr_rt.io.pairs import downscale_bicubic
 
 __all__ = [
     "ATTACK_CONDITIONS",
@@ -48,7 +49,7 @@ __all__ = [
     "MetricMeans",
     "ModelEntry",
     "PSNR_CAP_DB",
-    "bicubic_downscale",
+    "downscale_bicubic",
     "evaluate",
     "load_generators",
     "load_image_pairs",

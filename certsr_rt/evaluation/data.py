@@ -7,31 +7,21 @@ bicubic downscaling. Real-world sets with ground truth (DIV2K validation, NTIRE 
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from certsr_rt.errors import InputError
+from certsr_rt.io.pairs import downscale_bicubic, list_images, pair_lr_files
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "ImagePair",
-    "bicubic_downscale",
     "load_image_pairs",
     "min_hr_size",
-    "pair_lr_files",
     "to_rgb_float",
 ]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-# Suffixes of LR file stems in common benchmark layouts: DIV2K "0801x4", BasicSR "baby_LRx4", "img_LR".
-_LR_STEM_SUFFIX = re.compile(r"(?:[_-]?(?:LR|lr|LRx\d|LR_x\d|lrx\d|x\d|X\d))$")
 
 _SSIM_WINDOW = 11
 """Side of SSIM's Gaussian window (:mod:`certsr_rt.metrics.psnr_ssim`)."""
@@ -76,67 +66,6 @@ def to_rgb_float(image: np.ndarray) -> torch.Tensor:
     return tensor
 
 
-def bicubic_downscale(hr: torch.Tensor, scale: int) -> torch.Tensor:
-    """Bicubic ``1/scale`` downscaling with antialiasing, rounded to 8 bits (like a saved LR file).
-
-    ``torch.nn.functional.interpolate(mode="bicubic", antialias=True)`` uses the same Keys kernel
-    (a = -0.5) widened by ``scale`` as MATLAB's ``imresize``, the usual way SR benchmarks make LR images.
-    They agree closely but not bit for bit: on Set5 the mean difference from the MATLAB LR files is 0.15
-    of an 8-bit level, at most 9 levels at a few sharp edges.
-    """
-    lr = F.interpolate(hr, scale_factor=1.0 / scale, mode="bicubic", antialias=True, align_corners=False)
-    return torch.round(lr.clamp(0.0, 1.0) * 255.0) / 255.0
-
-
-def _list_images(folder: Path, what: str) -> list[Path]:
-    if not folder.is_dir():
-        raise InputError(f"{what} must be a folder of images, got {folder} (not a directory)")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise InputError(f"{what} folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    return files
-
-
-def pair_lr_files(hr_files: Sequence[Path], lr_files: Sequence[Path], lr_dir: str | Path) -> list[Path]:
-    """For each HR file, its LR partner, by file name: the one place training and evaluation pair images.
-
-    An LR file is the partner of the HR file with the same stem, or whose stem is the HR stem plus a usual LR
-    suffix of benchmark layouts: DIV2K ``0801`` <-> ``0801x4``, BasicSR ``baby`` <-> ``baby_LR`` /
-    ``baby_LRx4`` (also ``-LR``, ``LR_x4``, ``X4``). An exact stem match wins over a suffixed one.
-
-    Args:
-        hr_files: the HR images.
-        lr_files: the LR images to choose from.
-        lr_dir: the LR folder, for the error message.
-
-    Returns:
-        The LR partner of each HR file, in the order of ``hr_files``.
-
-    Raises:
-        InputError: some HR files have no partner; the message gives their count and the first few names.
-    """
-    index: dict[str, Path] = {}
-    for p in lr_files:
-        index.setdefault(p.stem, p)
-    for p in lr_files:
-        stripped = _LR_STEM_SUFFIX.sub("", p.stem)
-        if stripped and stripped != p.stem:
-            index.setdefault(stripped, p)
-    missing = [p.name for p in hr_files if p.stem not in index]
-    if missing:
-        raise InputError(
-            f"paired data: no LR image in {lr_dir} for {len(missing)} of {len(hr_files)} HR images "
-            f"(expected the same name stem, or the stem + x4 / _LR / _LRx4): {_first_names(missing)}"
-        )
-    return [index[p.stem] for p in hr_files]
-
-
-def _first_names(names: Sequence[str], shown: int = 5) -> str:
-    """``a, b, c`` or ``a, b, c, d, e and 7 more``."""
-    text = ", ".join(names[:shown])
-    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
-
-
 def _center_crop(
     lr: torch.Tensor, hr: torch.Tensor, crop: int, scale: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,10 +100,11 @@ def load_image_pairs(
     """Read the evaluation set and check every image before anything is computed.
 
     HR images are cropped at the bottom/right to a multiple of ``scale`` (BasicSR's ``mod_crop``). With
-    ``lr_dir``, each HR file is paired with its LR file by :func:`pair_lr_files` (same stem, or the stem plus
-    a usual LR suffix: ``x4``, ``_LR``, ``_LRx4``, ...); the HR must then be ``scale`` times the LR size (an
-    HR that is up to ``scale - 1`` pixels larger is cropped). Without ``lr_dir``, LR =
-    :func:`bicubic_downscale` (HR). Every HR image must be at least :func:`min_hr_size` on each side.
+    ``lr_dir``, each HR file is paired with its LR file by :func:`~certsr_rt.io.pairs.pair_lr_files` (same
+    stem, or the stem plus a usual LR suffix: ``x4``, ``_LR``, ``_LRx4``, ...); the HR must then be ``scale``
+    times the LR size (an HR that is up to ``scale - 1`` pixels larger is cropped). Without ``lr_dir``, LR =
+    :func:`~certsr_rt.io.pairs.downscale_bicubic` (HR). Every HR image must be at least
+    :func:`min_hr_size` on each side.
 
     Args:
         hr_dir: folder of ground-truth images.
@@ -200,12 +130,12 @@ def load_image_pairs(
             f"crop must be >= {min_side // scale} LR pixels at scale {scale} (an HR crop of {min_side} x "
             f"{min_side}, the smallest the metrics measure), got {crop}"
         )
-    hr_files = _list_images(Path(hr_dir), "--hr")
+    hr_files = list_images(hr_dir, "--hr")
     if limit is not None:
         hr_files = hr_files[:limit]
     lr_files = None
     if lr_dir is not None:
-        lr_files = pair_lr_files(hr_files, _list_images(Path(lr_dir), "--lr"), lr_dir)
+        lr_files = pair_lr_files(hr_files, list_images(lr_dir, "--lr"), lr_dir)
     pairs: list[ImagePair] = []
     problems: list[str] = []
     for i, hr_path in enumerate(hr_files):
@@ -233,7 +163,7 @@ def _load_pair(hr_path: Path, lr_path: Path | None, scale: int, min_side: int, c
         )
     hr = hr[:, :, :h, :w]
     if lr_path is None:
-        lr = bicubic_downscale(hr, scale)
+        lr = downscale_bicubic(hr, scale)
     else:
         lr = to_rgb_float(read_image(lr_path))
         lh, lw = lr.shape[2:]

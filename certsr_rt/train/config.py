@@ -53,8 +53,9 @@ class TrainConfig:
     """Folder of high-resolution training images (png/jpg/bmp/tif/webp). Required."""
 
     lr_dir: str | None = None
-    """Optional folder of matching low-resolution images (same file stem, optionally with an ``x4``
-    suffix). Without it, LR crops are made from the HR crops by antialiased bicubic downscaling."""
+    """Optional folder of matching low-resolution images, paired by name as ``evaluate --lr`` pairs them
+    (:func:`certsr_rt.io.pairs.pair_lr_files`: same stem, or the stem plus ``x4`` / ``_LR`` / ``_LRx4``).
+    Without it, LR crops are made from the HR crops by antialiased bicubic downscaling."""
 
     hr_crop: int = 480
     """Side of the square HR training crop, a multiple of the model's scale (LR crop = hr_crop / scale)."""

@@ -23,39 +23,16 @@ from time import monotonic
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from certsr_rt.errors import InputError
-from certsr_rt.evaluation.data import pair_lr_files
+from certsr_rt.io.pairs import downscale_bicubic, list_images, pair_lr_files
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "CropStream",
     "StreamBatchSampler",
-    "downscale_bicubic",
-    "list_images",
     "read_image",
 ]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-"""File suffixes treated as images (case-insensitive)."""
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name.
-
-    Raises:
-        InputError: the folder is missing or holds no image.
-    """
-    p = Path(folder)
-    if not p.is_dir():
-        raise InputError(f"expected a folder of training images, got {str(p)!r} (not a directory)")
-    files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {p}")
-    return files
-
 
 def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
     """Read an image as a float32 ``C x H x W`` tensor in [0, 1], RGB (or gray for ``channels == 1``).
@@ -93,33 +70,6 @@ def _to_tensor(img: np.ndarray, channels: int) -> torch.Tensor:
     return torch.from_numpy(arr)
 
 
-def downscale_bicubic(hr: torch.Tensor, scale: int, *, quantize: bool = True) -> torch.Tensor:
-    """Antialiased bicubic downscaling by an integer factor (``C x H x W`` or ``N x C x H x W``).
-
-    Torch's antialiased bicubic (Keys a = -0.5, kernel widened by the factor) is the same filter as
-    MATLAB's ``imresize``, which made the benchmark LR images; the result is clamped to [0, 1] and, with
-    ``quantize``, rounded to 8 bits as an LR image stored as PNG would be.
-
-    Args:
-        hr: image(s) in [0, 1]; H and W must be multiples of ``scale``.
-        scale: the integer factor.
-        quantize: round to multiples of 1/255.
-
-    Returns:
-        The LR image(s), same layout as ``hr``.
-    """
-    batched = hr.dim() == 4
-    x = hr if batched else hr.unsqueeze(0)
-    h, w = x.shape[-2:]
-    if h % scale or w % scale:
-        raise InputError(f"HR size must be a multiple of the scale {scale}, got {h}x{w}")
-    lr = F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False)
-    lr = lr.clamp_(0.0, 1.0)
-    if quantize:
-        lr = torch.round(lr * 255.0) / 255.0
-    return lr if batched else lr.squeeze(0)
-
-
 def _augment(t: torch.Tensor, hflip: bool, vflip: bool, rot90: bool) -> torch.Tensor:
     """BasicSR's ``augment``: horizontal flip, vertical flip, then transpose (a 90-degree rotation)."""
     if hflip:
@@ -139,7 +89,7 @@ class CropStream(Dataset):
         scale: the model's upscaling factor.
         hr_crop: side of the square HR crop (multiple of ``scale``).
         lr_dir: optional folder of LR images paired with ``hr_dir`` by file name, as ``evaluate --lr`` pairs
-            them (:func:`certsr_rt.evaluation.data.pair_lr_files`: same stem, or the stem plus an LR suffix
+            them (:func:`certsr_rt.io.pairs.pair_lr_files`: same stem, or the stem plus an LR suffix
             such as DIV2K's ``0001x4.png`` or BasicSR's ``baby_LR.png``); LR crops are then read, not
             synthesized.
         augment: random flips and 90-degree rotation.
@@ -178,10 +128,10 @@ class CropStream(Dataset):
         self.quantize_lr = quantize_lr
         self.seed = seed
         self.channels = channels
-        self.hr_files = list_images(hr_dir)
+        self.hr_files = list_images(hr_dir, "--hr-dir")
         self.lr_files: list[Path] | None = None
         if lr_dir is not None:
-            self.lr_files = pair_lr_files(self.hr_files, list_images(lr_dir), lr_dir)
+            self.lr_files = pair_lr_files(self.hr_files, list_images(lr_dir, "--lr-dir"), lr_dir)
         self._check_files(hr_dir, lr_dir, log)
         self._perm_epoch = -1
         self._perm = np.arange(len(self.hr_files))
