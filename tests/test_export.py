@@ -206,6 +206,18 @@ def test_export_command_prints_the_error_and_writes_the_file(tmp_path: Path, mon
     assert onnx_export.read_metadata(out).default_samples == 31
 
 
+def test_export_command_says_what_the_fp16_validation_measures(tmp_path: Path, monkeypatch) -> None:
+    runner, app = _cli(monkeypatch, tiny_srvgg(default_sigma=None))
+    result = runner.invoke(app, ["export", "tiny-srvgg", "-o", str(tmp_path / "h.onnx"), "--fp16"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    validation = next(i for i, line in enumerate(lines) if line.startswith("validation ("))
+    assert lines[validation + 1] == f"note: {onnx_export.FP16_VALIDATION_NOTE}"
+    assert "half-precision weights" in lines[validation + 1] and "not measured" in lines[validation + 1]
+    result = runner.invoke(app, ["export", "tiny-srvgg", "-o", str(tmp_path / "f.onnx")])
+    assert result.exit_code == 0 and "note:" not in result.output
+
+
 def test_export_command_fails_on_bad_validation(tmp_path: Path, monkeypatch) -> None:
     runner, app = _cli(monkeypatch, tiny_srvgg(default_sigma=None))
     bad = onnx_export.ValidationReport(0.5, (((1, 3, 24, 32), 0.5),), 1e-4)

@@ -45,7 +45,12 @@ def export_command(
         typer.Option("--output", "-o", help="ONNX file [default: ./<model>[-fp16].onnx]."),
     ] = None,
     fp16: Annotated[
-        bool, typer.Option("--fp16", help="Export in half precision (float32 I/O, casts inside).")
+        bool,
+        typer.Option(
+            "--fp16",
+            help="Export in half precision for GPU backends (float32 I/O, casts inside). The CPU "
+            "validation checks the graph and its half-precision weights, not fp16 arithmetic.",
+        ),
     ] = False,
     opset: Annotated[int, typer.Option("--opset", min=18, help="ONNX opset.")] = 18,
     samples: Annotated[
@@ -72,12 +77,14 @@ def export_command(
 ) -> None:
     """Export a model to ONNX (dynamic batch/height/width, weights embedded, validated against torch).
 
-    Validation runs onnxruntime (CPU) and torch on random inputs at two sizes; the largest absolute
-    difference is printed and must be within 1e-4 (fp32) or 1e-2 (fp16, against the fp32 model), else the
-    command fails and writes nothing. With --engine, a TensorRT engine is built for this GPU and cached;
-    `certsr-rt upscale --backend tensorrt` with the same model then finds it.
+    Validation runs onnxruntime (CPU) and torch fp32 on random inputs at two sizes; the largest absolute
+    difference is printed and must be within 1e-4 (fp32) or 1e-2 (fp16), else the command fails and
+    writes nothing. For --fp16 this checks the graph and its half-precision weights only: onnxruntime on
+    CPU computes in fp32, so the error of fp16 arithmetic on a GPU is not measured. With --engine, a
+    TensorRT engine is built for this GPU and cached; `certsr-rt upscale --backend tensorrt` with the same
+    model then finds it.
     """
-    from certsr_rt.export.onnx import cache_root, export_onnx, onnx_cache_path
+    from certsr_rt.export.onnx import FP16_VALIDATION_NOTE, cache_root, export_onnx, onnx_cache_path
 
     trt: Any = None
     if engine:
@@ -103,6 +110,8 @@ def export_command(
     report = export_onnx(loaded, target, fp16=fp16, opset=opset, default_samples=samples, validate=True)
     assert report.validation is not None
     typer.echo(f"validation (onnxruntime CPU vs torch fp32): {report.validation.summary()}")
+    if fp16:
+        typer.echo(f"note: {FP16_VALIDATION_NOTE}")
     size_mb = report.path.stat().st_size / 1e6
     typer.echo(f"wrote {report.path} ({size_mb:.1f} MB, sha256 {report.sha256[:16]}, {report.seconds:.1f} s)")
     if trt is None:
