@@ -451,3 +451,9 @@ def test_export_engine_records_the_model_and_serves_the_backends_default(tmp_pat
     )
     assert path == engine and key.profile.max_height == 512
     assert sum(c[0] == "build" for c in calls) == 1
+    # Exporting again for a smaller size finds the same engine and says so.
+    args[-1] = "128x128"
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "reusing a cached engine with a larger shape range (batch <= 21" in result.output
+    assert f"engine: {engine}" in result.output and sum(c[0] == "build" for c in calls) == 1

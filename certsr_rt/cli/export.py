@@ -130,7 +130,7 @@ def export_command(
         tmp.replace(cached)
     gpu = GpuInfo.of(torch.device("cuda"))
     typer.echo(f"building TensorRT {trt.__version__} engine for {gpu.describe()} ({profile.describe()}) ...")
-    path, _ = prepare_engine(
+    path, key = prepare_engine(
         trt,
         cached,
         precision=report.metadata.precision,
@@ -146,4 +146,6 @@ def export_command(
             "default_sigma": None if loaded.default_sigma is None else float(loaded.default_sigma),
         },
     )
+    if key.profile != profile:
+        typer.echo(f"reusing a cached engine with a larger shape range ({key.profile.describe()})")
     typer.echo(f"engine: {path}")
