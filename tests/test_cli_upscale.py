@@ -276,6 +276,29 @@ def test_ctrl_c_mid_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: py
     assert _files(tmp_path) == ["a.png"]
 
 
+def test_an_exported_onnx_file_runs_as_the_model(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from certsr_rt.export.onnx import export_onnx
+    from certsr_rt.models import load_model
+
+    onnx_path = tmp_path / "tiny.onnx"
+    export_onnx(load_model("tiny-srvgg"), onnx_path)
+    a = write_image(tmp_path / "a.png", _image((H, W, 3), np.uint8))
+    common = ["--device", "cpu", "--samples", "5", "--sigma", "0.05"]
+    by_file = _invoke(a, "--model", onnx_path, *common, "-o", tmp_path / "file.png")  # onnxruntime by default
+    assert by_file.exit_code == 0, by_file.stderr
+    by_name = _invoke(a, "--model", "tiny-srvgg", *common, "-o", tmp_path / "name.png")
+    assert by_name.exit_code == 0, by_name.stderr
+    by_file_img, by_name_img = (read_image(tmp_path / f).astype(int) for f in ("file.png", "name.png"))
+    assert np.abs(by_file_img - by_name_img).max() <= 1
+    # A file is not a torch model; a foreign or missing file is one line.
+    result = _invoke(a, "--model", onnx_path, "--backend", "torch", "-o", tmp_path / "t.png")
+    assert result.exit_code == 1 and "torch backend needs a loaded model" in result.stderr
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    result = _invoke(a, "--model", tmp_path / "junk.onnx", "-o", tmp_path / "j.png")
+    assert result.exit_code == 1 and len(_error_lines(result)) == 1 and "junk.onnx" in result.stderr
+
+
 def test_sigterm_in_a_real_process_exits_143_and_leaves_no_partial_file(tmp_path: Path) -> None:
     import signal
     import time

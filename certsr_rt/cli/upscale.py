@@ -110,7 +110,12 @@ def upscale_command(
     ] = 21,
     seed: Annotated[int, typer.Option(min=0, max=2**31 - 1, help="Seed of the noise.")] = 0,
     model: Annotated[
-        str, typer.Option(metavar="NAME|PATH", help="Registered model name or a .pth/.pt/.safetensors file.")
+        str,
+        typer.Option(
+            metavar="NAME|PATH",
+            help="Registered model name, a .pth/.pt/.safetensors checkpoint, or a file written by "
+            "certsr-rt export (.onnx, .engine).",
+        ),
     ] = "realesrgan-x4plus",
     device: Annotated[
         DeviceChoice, typer.Option(case_sensitive=False, help="Where to run.")
@@ -142,8 +147,14 @@ def upscale_command(
         ),
     ] = 0.05,
     backend: Annotated[
-        BackendChoice, typer.Option(case_sensitive=False, help="Inference backend.")
-    ] = BackendChoice.torch,
+        BackendChoice | None,
+        typer.Option(
+            case_sensitive=False,
+            help="Inference backend. Default: torch; onnxruntime for an .onnx --model, tensorrt for an "
+            ".engine.",
+            show_default=False,
+        ),
+    ] = None,
     precision: Annotated[
         PrecisionChoice, typer.Option(case_sensitive=False, help="Model precision (half precisions on CUDA).")
     ] = PrecisionChoice.auto,
@@ -183,7 +194,7 @@ def upscale_command(
                 tile=tile,
                 bounds=bounds,
                 alpha=alpha,
-                backend=backend.value,
+                backend=None if backend is None else backend.value,
                 precision=precision.value,
                 console=stderr_console,
             )
@@ -332,7 +343,7 @@ class _Run:
         tile: int,
         bounds: float | None,
         alpha: float,
-        backend: str,
+        backend: str | None,
         precision: str,
         console: Any,
     ) -> None:
@@ -467,20 +478,18 @@ class _Run:
         tile: int,
         bounds: float | None,
         alpha: float,
-        backend: str,
+        backend: str | None,
         precision: str,
     ) -> Upscaler:
-        from certsr_rt.models import load_model
         from certsr_rt.runtime.upscaler import Upscaler
         from certsr_rt.smoothing.certify import BoundsConfig
         from certsr_rt.smoothing.config import SmoothingConfig
 
-        sr_model = load_model(model_name)
         smoothing = SmoothingConfig(sigma=sigma, samples=samples, seed=seed)
         # A vacuous --bounds request is refused by the Upscaler with the number of samples it would need.
         bounds_config = None if bounds is None else BoundsConfig(eps=bounds, alpha=alpha)
         upscaler = Upscaler(
-            sr_model,
+            model_name,
             smoothing,
             device=device,
             backend=backend,
@@ -493,7 +502,7 @@ class _Run:
         elif upscaler.sigma_is_model_default:
             where = (
                 "model default"
-                if sr_model.default_sigma is not None
+                if upscaler.model.default_sigma is not None
                 else "conservative default: the model records none"
             )
             self.info(f"sigma {upscaler.smoothing.sigma:g} ({where}; override with --sigma)")

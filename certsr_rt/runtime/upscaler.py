@@ -27,6 +27,7 @@ from certsr_rt.smoothing.config import SmoothingConfig
 from certsr_rt.smoothing.noise import gaussian_field
 
 if TYPE_CHECKING:
+    from certsr_rt.export.exported import ExportedModel
     from certsr_rt.models.descriptor import SRModel
     from certsr_rt.smoothing.certify import BoundsConfig, BoundsSummary, CertifiedRanks
 
@@ -46,6 +47,8 @@ _BYTES_PER_LR_PIXEL = {"RRDBNet": 14_000, "SRVGGNetCompact": 3_000}
 _CPU_BATCH_BUDGET = 256 * 1024**2
 _NOISE_CACHE_BYTES = 512 * 1024**2
 _DEFAULT_TILE_OVERLAP = 16
+# The backend that runs an exported file when none is named.
+_DEFAULT_BACKEND = {"onnx": "onnxruntime", "engine": "tensorrt"}
 # Float inputs this far outside [0, 1] are rounding (clipped silently); further out is an error.
 _FLOAT_RANGE_SLACK = 0.01
 
@@ -123,12 +126,15 @@ class Upscaler:
     """Median-smoothed super-resolution: ``median_i f(x + g_i)``, ``g_i ~ N(0, sigma^2 I)``, tiled.
 
     Args:
-        model: an :class:`~certsr_rt.models.SRModel`, a registered model name or a checkpoint path.
+        model: an :class:`~certsr_rt.models.SRModel`, a registered model name, a checkpoint path, or an
+            exported model (a certsr-rt ``.onnx`` file or TensorRT ``.engine``, by path or as an
+            :class:`~certsr_rt.export.exported.ExportedModel`).
         smoothing: sigma, samples, seed, chunk size. ``sigma=None`` takes the model's recommended sigma
             (or :data:`CONSERVATIVE_SIGMA` for a checkpoint without one).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         backend: a backend name (``torch``, ``onnxruntime``, ``tensorrt``, ``auto``) or a ready
-            :class:`~certsr_rt.runtime.backends.base.Backend`.
+            :class:`~certsr_rt.runtime.backends.base.Backend`. ``None``: ``torch`` for a model or
+            checkpoint, ``onnxruntime`` for an ``.onnx`` file, ``tensorrt`` for an ``.engine``.
         precision: ``auto``, ``fp32``, ``fp16`` or ``bf16`` (half precisions on CUDA only).
         tile: tile size in LR pixels; ``0`` processes the whole image at once.
         tile_overlap: overlap of neighbouring tiles in LR pixels, blended linearly; ``None``: 16, or a
@@ -142,11 +148,11 @@ class Upscaler:
 
     def __init__(
         self,
-        model: SRModel | str | Path = "realesrgan-x4plus",
+        model: SRModel | ExportedModel | str | Path = "realesrgan-x4plus",
         smoothing: SmoothingConfig | None = None,
         *,
         device: str | torch.device = "auto",
-        backend: str | Backend = "torch",
+        backend: str | Backend | None = None,
         precision: str = "auto",
         tile: int = 192,
         tile_overlap: int | None = None,
@@ -161,10 +167,15 @@ class Upscaler:
             raise InputError(f"tile must be 0 or larger than tile_overlap ({tile_overlap}), got {tile}")
         self.device = resolve_device(device)
         if isinstance(model, (str, Path)):
-            from certsr_rt.models import load_model
+            from certsr_rt.export.exported import describe_exported, is_exported_path
 
-            model = load_model(model)
-        self.model: SRModel = model
+            if is_exported_path(model):
+                model = describe_exported(model)
+            else:
+                from certsr_rt.models import load_model
+
+                model = load_model(model)
+        self.model: SRModel | ExportedModel = model
         default_sigma = self.model.default_sigma
         self.sigma_is_model_default = smoothing is None or smoothing.sigma is None
         self.smoothing = (smoothing or SmoothingConfig()).resolved(
@@ -195,9 +206,14 @@ class Upscaler:
         if isinstance(backend, Backend):
             self.backend = backend
         else:
+            from certsr_rt.export.exported import ExportedModel
             from certsr_rt.runtime.backends import create_backend
 
-            self.backend = create_backend(backend, self.model, self.device, precision)
+            exported = isinstance(self.model, ExportedModel)
+            if backend is None:
+                backend = _DEFAULT_BACKEND[self.model.kind] if exported else "torch"
+            target = self.model.path if exported else self.model
+            self.backend = create_backend(backend, target, self.device, precision)
         self.backend.activate()
 
     # ------------------------------------------------------------------ public calls
