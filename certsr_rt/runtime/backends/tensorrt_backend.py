@@ -2,9 +2,9 @@
 
 UNTESTED HERE: no machine of this project can install TensorRT. The calls into TensorRT
 (``create_execution_context``, ``get_tensor_dtype``, ``set_input_shape``, ``set_tensor_address``,
-``execute_async_v3``) follow
-the documented TensorRT 10 API and have never run; the logic around them (argument checks, engine
-preparation, refusals) is tested with a fake ``tensorrt`` module.
+``execute_async_v3``) follow the documented TensorRT 10 API and have never run; the logic around them
+(argument checks, engine preparation, refusals, the fp32 fallback, I/O type checks) is tested with a fake
+``tensorrt`` module.
 
 Memory and streams belong to torch (DESIGN.md: no pycuda): inputs and outputs are float32 torch CUDA
 tensors (checked against the engine's I/O types at activation) at 256-byte aligned addresses (torch's
