@@ -299,6 +299,18 @@ def test_an_exported_onnx_file_runs_as_the_model(tmp_path: Path) -> None:
     assert result.exit_code == 1 and len(_error_lines(result)) == 1 and "junk.onnx" in result.stderr
 
 
+def test_the_one_time_onnx_export_is_announced_unless_quiet(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    a = write_image(tmp_path / "a.png", _image((H, W, 3), np.uint8))
+    args = [a, "--model", "tiny-srvgg", "--device", "cpu", "--samples", "3", "--backend", "onnxruntime"]
+    quiet = _invoke(*args, "-q", "-o", tmp_path / "q.png", env={"CERTSR_RT_CACHE": str(tmp_path / "c1")})
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    loud = _invoke(*args, "-o", tmp_path / "l.png", env={"CERTSR_RT_CACHE": str(tmp_path / "c2")})
+    assert loud.exit_code == 0
+    assert "exporting tiny-srvgg to ONNX (fp32) for this backend" in loud.stderr
+    assert "warning" not in loud.stderr
+
+
 def test_sigterm_in_a_real_process_exits_143_and_leaves_no_partial_file(tmp_path: Path) -> None:
     import signal
     import time

@@ -174,11 +174,12 @@ def upscale_command(
     from rich.console import Console
 
     stderr_console = Console(stderr=True, soft_wrap=True, highlight=False)
-    log_handler = _EchoHandler()
+    log_handler = _EchoHandler(quiet)
     pkg_logger = logging.getLogger("certsr_rt")
-    saved_propagate = pkg_logger.propagate
+    saved_propagate, saved_level = pkg_logger.propagate, pkg_logger.level
     pkg_logger.addHandler(log_handler)
     pkg_logger.propagate = False
+    pkg_logger.setLevel(log_handler.level)
     run = _Run(quiet=quiet, fresh_noise=fresh_noise)
     try:
         with warnings.catch_warnings():
@@ -208,6 +209,7 @@ def upscale_command(
     finally:
         pkg_logger.removeHandler(log_handler)
         pkg_logger.propagate = saved_propagate
+        pkg_logger.setLevel(saved_level)
     if run.exit_code:
         raise typer.Exit(run.exit_code)
 
@@ -231,13 +233,14 @@ def _show_warning(
 
 
 class _EchoHandler(logging.Handler):
-    """Our library's log warnings as one ``warning: ...`` line each on stderr."""
+    """Our library's log records as one line each on stderr: info as is (unless quiet), ``warning: ...``."""
 
-    def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
+    def __init__(self, quiet: bool) -> None:
+        super().__init__(level=logging.WARNING if quiet else logging.INFO)
 
     def emit(self, record: logging.LogRecord) -> None:
-        _err(f"warning: {record.getMessage()}")
+        message = record.getMessage()
+        _err(f"warning: {message}" if record.levelno >= logging.WARNING else message)
 
 
 def _input_error_line(exc: CertSRError, source: Path) -> str:

@@ -489,9 +489,9 @@ def cached_onnx(
     """
     path = onnx_cache_path(model, fp16=fp16, opset=opset, cache_dir=cache_dir)
     if not path.is_file():
-        # A warning, not info: the command line shows warnings, and a silent pause of ~25 s on first use
+        # The upscale command shows this (info, unless --quiet): a silent pause of ~25 s on first use
         # (RRDBNet on CPU) would look like a hang.
-        log.warning(
+        log.info(
             "exporting %s to ONNX (%s) for this backend: once per model and precision, about 25 s for "
             "RRDBNet; cached as %s",
             model.name,

@@ -499,8 +499,8 @@ def prepare_engine(
     )
     path = cache.lookup(key)
     if path is None:
-        # A warning so that the command line shows it: a build takes minutes and happens once.
-        log.warning(
+        # The upscale command shows this (info, unless --quiet): a build takes minutes and happens once.
+        log.info(
             "building a TensorRT engine for %s on %s (%s): once per model, GPU and shape range, "
             "several minutes; cached in %s",
             onnx_path,
