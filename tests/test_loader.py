@@ -165,7 +165,7 @@ def test_fp16_tensors_are_cast_to_fp32(tmp_path, tiny_rrdb, x):
 
 
 def test_safetensors_with_meta(tmp_path, tiny_rrdb, x):
-    st = pytest.importorskip("safetensors.torch")
+    import safetensors.torch as st  # a core dependency: no skip
     meta = {
         "architecture": "RRDBNet",
         "hyperparameters": TINY_RRDB,
@@ -183,7 +183,7 @@ def test_safetensors_with_meta(tmp_path, tiny_rrdb, x):
 
 
 def test_safetensors_without_meta_and_fp16(tmp_path, tiny_rrdb):
-    st = pytest.importorskip("safetensors.torch")
+    import safetensors.torch as st  # a core dependency: no skip
     path = tmp_path / "plain.safetensors"
     st.save_file({k: v.half() for k, v in tiny_rrdb.state_dict().items()}, str(path))
     model = load_model(path)
@@ -309,7 +309,6 @@ def test_not_a_checkpoint(tmp_path, content):
 
 
 def test_broken_safetensors(tmp_path):
-    pytest.importorskip("safetensors.torch")
     header = b'{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}'
     (tmp_path / "b.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 3)
     with pytest.raises(ModelLoadError) as info:

@@ -37,7 +37,6 @@ from typing import Any
 
 import torch
 
-from certsr_rt._deps import require
 from certsr_rt.errors import InputError, ModelLoadError
 from certsr_rt.models.descriptor import SRModel
 from certsr_rt.models.registry import (
@@ -349,9 +348,10 @@ def _looks_like_safetensors(data: bytes) -> bool:
 
 
 def _parse_safetensors(path: Path, data: bytes) -> tuple[StateDict, dict[str, Any] | None]:
-    st = require("safetensors.torch", "dev", "reading .safetensors checkpoints")
+    import safetensors.torch  # a core dependency, imported on use only
+
     try:
-        tensors = st.load(data)
+        tensors = safetensors.torch.load(data)
         (header_len,) = struct.unpack("<Q", data[:8])
         header = json.loads(data[8 : 8 + header_len])
     except Exception as exc:  # safetensors raises its own SafetensorError; any failure means "not valid"
