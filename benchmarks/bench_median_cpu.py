@@ -36,7 +36,7 @@ def rows(x: torch.Tensor, shape_text: str, ranks: tuple[int, ...], rounds: int) 
         methods: dict[str, Callable[[], tuple[torch.Tensor, list[torch.Tensor]]]] = {
             "sort": lambda rk=rk: median_and_order_statistics(x, rk, method="sort"),
             "network": lambda rk=rk: median_and_order_statistics(x, rk, method="network"),
-            "auto (NaN check + network)": lambda rk=rk: median_and_order_statistics(x, rk),
+            "auto (network + NaN check of the median)": lambda rk=rk: median_and_order_statistics(x, rk),
         }
         if not rk:
             methods["torch.median(dim=0)"] = lambda: (torch.median(x, dim=0).values, [])

@@ -61,3 +61,12 @@ def test_network_method_bounds():
         median_and_order_statistics(torch.zeros(65, 2), method="network")
     with pytest.raises(ValueError, match="method"):
         median_and_order_statistics(torch.zeros(3, 2), method="quick")
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 20, 21, 22, 33, 64])
+def test_a_nan_in_any_sample_reaches_the_network_median(n):
+    # What lets method="auto" check only the median for NaN: every sample wire leads to the median wire.
+    x = torch.randn(n, n)
+    x[torch.arange(n), torch.arange(n)] = float("nan")  # column j has its NaN in sample j
+    med, _ = median_and_order_statistics(x, method="network")
+    assert torch.isnan(med).all()

@@ -9,7 +9,7 @@ practice: a chunk with a non-finite output is recomputed in fp32 before aggregat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -70,8 +70,8 @@ def median_and_order_statistics(
         method: ``"sort"`` (``torch.sort`` along the sample axis: the reference), ``"network"`` (the
             compare-exchange selection network of :mod:`certsr_rt.smoothing.network` on whole sample
             planes, n <= :data:`~certsr_rt.smoothing.network.NETWORK_MAX_N`), or ``"auto"``: the network
-            when it applies and the samples hold no NaN (``torch.minimum`` would spread a NaN where the sort
-            orders it last), else the sort. Both give the same values (``-0.0`` and ``+0.0`` may swap).
+            when it applies, redone with the sort when its median holds a NaN (``torch.minimum`` spreads a
+            NaN where the sort orders it last). Both give the same values (``-0.0`` and ``+0.0`` may swap).
 
     Returns:
         ``(median, [order statistic for each rank])``, each shaped ``samples.shape[1:]``.
@@ -84,16 +84,23 @@ def median_and_order_statistics(
         raise ValueError(f"method must be auto, sort or network, got {method!r}")
     if method == "network" and n > NETWORK_MAX_N:
         raise ValueError(f"the network method takes n <= {NETWORK_MAX_N}, got n = {n}")
-    if method == "auto":
-        use_network = 1 < n <= NETWORK_MAX_N and not bool(torch.isnan(samples).any())
-        method = "network" if use_network else "sort"
     positions = needed_ranks(n, ranks)
-    if method == "network":
+    if method in ("auto", "network") and 1 < n <= NETWORK_MAX_N:
         wires = apply_network(list(samples.unbind(0)), selection_network(n, positions))
-        at = wires.__getitem__
-    else:
-        # Sorting along a contiguous last axis is ~2x faster on CPU than along the strided sample axis.
-        ordered, _ = torch.sort(samples.movedim(0, -1).contiguous(), dim=-1)
-        at = lambda p: ordered[..., p]  # noqa: E731
+        med, stats = _pick(wires.__getitem__, n, ranks)
+        # A NaN among a pixel's samples reaches every selected wire (each order statistic depends on every
+        # sample, and min/max spread NaN to both outputs), so a NaN-free median means NaN-free samples;
+        # otherwise sort, which orders NaN last. Checking the median reads 1/n of the data.
+        if method == "network" or not bool(torch.isnan(med).any()):
+            return med, stats
+    # Sorting along a contiguous last axis is ~2x faster on CPU than along the strided sample axis.
+    ordered, _ = torch.sort(samples.movedim(0, -1).contiguous(), dim=-1)
+    return _pick(lambda p: ordered[..., p], n, ranks)
+
+
+def _pick(
+    at: Callable[[int], torch.Tensor], n: int, ranks: Sequence[int]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The median (mean of the two middle values for even n) and the ranks, from sorted position -> value."""
     med = at(n // 2) if n % 2 == 1 else 0.5 * (at(n // 2 - 1) + at(n // 2))
     return med, [at(k - 1) for k in ranks]
