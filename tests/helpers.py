@@ -1,7 +1,10 @@
-"""Test helpers shared by several test modules: SRModels around tiny modules built in the test."""
+"""Test helpers shared by several test modules: SRModels around tiny modules built in the test, and a
+signal sent to a real process once it has started its work."""
 
 from __future__ import annotations
 
+import subprocess
+import time
 from typing import Any
 
 import torch
@@ -49,3 +52,25 @@ def tiny_srvgg(seed: int = 0, default_sigma: float | None = 0.03) -> SRModel:
     return make_model(
         SRVGGNetCompact(**hp).eval(), "tiny-srvgg", "SRVGGNetCompact", hp, default_sigma=default_sigma
     )
+
+
+def signal_after_first_line(
+    cmd: list[str], sig: int, *, env: dict[str, str], stream: str = "stdout", delay: float = 0.1
+) -> tuple[int, str, str]:
+    """Run ``cmd``, wait for its first line on ``stream`` (``stdout`` or ``stderr``), then send ``sig``.
+
+    Returns:
+        ``(exit code, that first line, the rest of stderr)``.
+    """
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        pipe = proc.stdout if stream == "stdout" else proc.stderr
+        assert pipe is not None
+        first = pipe.readline()
+        time.sleep(delay)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, first, err

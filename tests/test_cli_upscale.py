@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import types
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import signal_after_first_line
 from typer.testing import CliRunner
 
 from certsr_rt.cli.app import app
@@ -312,26 +314,15 @@ def test_the_one_time_onnx_export_is_announced_unless_quiet(tmp_path: Path) -> N
 
 
 def test_sigterm_in_a_real_process_exits_143_and_leaves_no_partial_file(tmp_path: Path) -> None:
-    import signal
-    import time
-
     a = write_image(tmp_path / "a.png", _image((32, 32, 3), np.uint8))
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "certsr_rt.cli.app", "upscale", str(a), "-o", f"{out}/"]
     cmd += ["--model", "tiny-rrdbnet", "--device", "cpu", "--samples", "5000", "--tile", "0"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()  # "sigma 0.06 (model default ...)": the model is loaded, work starts
-        assert line.startswith("sigma"), line + proc.stderr.read()
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143, err
+    # The first stderr line, "sigma 0.06 (model default ...)", means the model is loaded and work starts.
+    code, line, err = signal_after_first_line(cmd, signal.SIGTERM, env=env, stream="stderr", delay=1.0)
+    assert line.startswith("sigma"), line + err
+    assert code == 143, err
     assert "terminated after 0 of 1 inputs" in err and "Traceback" not in err
     assert not out.exists() or _files(out) == []
 

@@ -120,14 +120,19 @@ def test_validation_report_counts_non_finite_output_as_failure() -> None:
     assert not report.passed and "FAILED" in report.summary()
 
 
-def test_read_metadata_rejects_files_not_written_by_export(tmp_path: Path) -> None:
+def _foreign_onnx(path: Path) -> Path:
+    """A valid ONNX file that certsr-rt did not write (an Identity graph, no certsr metadata)."""
     node = onnx.helper.make_node("Identity", ["input"], ["output"])
     vi = onnx.helper.make_tensor_value_info
     graph = onnx.helper.make_graph(
         [node], "g", [vi("input", onnx.TensorProto.FLOAT, [1])], [vi("output", onnx.TensorProto.FLOAT, [1])]
     )
-    path = tmp_path / "foreign.onnx"
     onnx.save(onnx.helper.make_model(graph), str(path))
+    return path
+
+
+def test_read_metadata_rejects_files_not_written_by_export(tmp_path: Path) -> None:
+    path = _foreign_onnx(tmp_path / "foreign.onnx")
     with pytest.raises(InputError, match="not a certsr-rt ONNX export: expected metadata keys certsr.name"):
         onnx_export.read_metadata(path)
     with pytest.raises(InputError, match="does not exist"):
@@ -363,13 +368,7 @@ def test_describe_exported_errors_are_one_line_input_errors(tmp_path: Path) -> N
 
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"this is not a protobuf")
-    node = onnx.helper.make_node("Identity", ["input"], ["output"])
-    vi = onnx.helper.make_tensor_value_info
-    graph = onnx.helper.make_graph(
-        [node], "g", [vi("input", onnx.TensorProto.FLOAT, [1])], [vi("output", onnx.TensorProto.FLOAT, [1])]
-    )
-    foreign = tmp_path / "foreign.onnx"
-    onnx.save(onnx.helper.make_model(graph), str(foreign))
+    foreign = _foreign_onnx(tmp_path / "foreign.onnx")
     bare = tmp_path / "bare.engine"
     bare.write_bytes(b"E")
     broken = _engine_with_record(tmp_path, {"name": "no scale"}, "broken")

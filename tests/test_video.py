@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import textwrap
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,6 +14,8 @@ import pytest
 import torch
 
 av = pytest.importorskip("av", reason="the video extra (PyAV) is not installed")
+
+from helpers import signal_after_first_line  # noqa: E402
 
 from certsr_rt.cli.upscale_video import upscale_video_file  # noqa: E402
 from certsr_rt.errors import InputError  # noqa: E402
@@ -340,20 +340,9 @@ def test_ctrl_c_in_a_real_process_leaves_no_output(tmp_path: Path) -> None:
         """
     )
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.strip() == "started", proc.stderr.read() if proc.stderr else ""
-        time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
+    code, line, err = signal_after_first_line([sys.executable, "-c", script], signal.SIGINT, env=env)
+    assert line.strip() == "started", err
+    assert code == 130, err
     assert "interrupted after" in err and "nothing was written to" in err
     assert not out.exists()
     assert leftovers(tmp_path) == []
