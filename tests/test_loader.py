@@ -330,7 +330,7 @@ def test_directory_is_refused(tmp_path):
 
 
 def test_bad_device():
-    with pytest.raises(InputError, match="expected a device"):
+    with pytest.raises(InputError, match="Expected a device"):
         load_model("tiny-srvgg", device="gpu-please")
 
 

@@ -282,3 +282,17 @@ def test_noise_cache_reuses_a_fixed_field_and_never_changes_results(tiny, photo)
     assert all(k[0] == 1 for k in up._noise_cache)  # a new key replaces the old field
     assert np.array_equal(other, make(tiny, tile=20, chunk_size=2)(photo, noise_key=1))
     assert not np.array_equal(other, first)
+
+
+def test_device_names_are_resolved_in_one_place(tiny):
+    from certsr_rt._device import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for bad in ("tpu", "gpu-please", "meta"):
+        with pytest.raises(InputError, match="Expected a device such as auto, cpu, cuda or cuda:N"):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            Upscaler(tiny, device="cuda")
+        assert resolve_device("cuda:1", check_available=False) == torch.device("cuda", 1)

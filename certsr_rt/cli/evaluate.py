@@ -197,6 +197,7 @@ def evaluate_command(
         TimeRemainingColumn,
     )
 
+    from certsr_rt._device import resolve_device
     from certsr_rt.attacks import EVAL_ATTACKS
     from certsr_rt.errors import InputError
     from certsr_rt.evaluation import (
@@ -211,7 +212,6 @@ def evaluate_command(
         write_report,
         write_sweep,
     )
-    from certsr_rt.runtime.upscaler import resolve_device
 
     _check_output_dir(output)
     entries = parse_model_specs(models)

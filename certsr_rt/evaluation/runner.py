@@ -361,8 +361,9 @@ def evaluate(
             smaller than :func:`~certsr_rt.evaluation.data.min_hr_size`, or no recommended sigma for
             ``sigma=default``.
     """
+    from certsr_rt._device import resolve_device
     from certsr_rt.metrics import LPIPSMetric, psnr, ssim
-    from certsr_rt.runtime.upscaler import Upscaler, resolve_device
+    from certsr_rt.runtime.upscaler import Upscaler
     from certsr_rt.smoothing.config import SmoothingConfig
 
     conditions = parse_conditions(conditions)

@@ -37,7 +37,8 @@ from typing import Any
 
 import torch
 
-from certsr_rt.errors import InputError, ModelLoadError
+from certsr_rt._device import resolve_device
+from certsr_rt.errors import ModelLoadError
 from certsr_rt.models.descriptor import SRModel
 from certsr_rt.models.registry import (
     ModelSpec,
@@ -76,7 +77,7 @@ def load_model(name_or_path: str | Path, device: torch.device | str = "cpu") -> 
             not fit the detected architecture, or a bundled file whose sha256 differs from ``SHA256SUMS``.
         InputError: ``device`` is not a device.
     """
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     key = str(name_or_path)
     specs = {s.name: s for s in list_specs()}
     if isinstance(name_or_path, str) and key in specs:
@@ -145,15 +146,6 @@ def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, di
 
 
 # ------------------------------------------------------------------------------------------------ loading
-
-
-def _resolve_device(device: torch.device | str) -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"expected a device such as 'cpu', 'cuda' or 'auto', got {device!r}") from None
 
 
 def _load_registered(spec: ModelSpec) -> SRModel:

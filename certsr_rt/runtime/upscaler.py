@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from certsr_rt._device import resolve_device
 from certsr_rt.errors import InputError
 from certsr_rt.runtime.backends.base import Backend
 from certsr_rt.runtime.tiling import Tile, blend_weights, make_tiles
@@ -68,21 +69,6 @@ class UpscaleResult:
     lower: Any = None
     upper: Any = None
     summary: BoundsSummary | None = None
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA is an :class:`InputError`."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise InputError(f"device must be auto, cpu or cuda[:N], got {device!r}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device cuda was requested but CUDA is not available (use --device cpu or auto)")
-    if dev.type not in ("cpu", "cuda"):
-        raise InputError(f"device must be auto, cpu or cuda[:N], got {device!r}")
-    return dev
 
 
 def _check_float_range(x: torch.Tensor, what: str) -> torch.Tensor:

@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from certsr_rt._device import resolve_device
 from certsr_rt.errors import InputError
 from certsr_rt.train.checkpoint import (
     STATE_FORMAT,
@@ -135,19 +136,10 @@ class TrainResult:
 
 
 def _resolve_device(name: str, dist_info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"device {name!r} requested but CUDA is not available (use --device cpu)")
-        if dist_info.enabled or device.index is None:
-            device = torch.device("cuda", dist_info.local_rank if dist_info.enabled else 0)
-    elif device.type != "cpu":
-        raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    """The shared resolution, then under DDP each process on its local rank's GPU."""
+    device = resolve_device(name)
+    if device.type == "cuda" and (dist_info.enabled or device.index is None):
+        device = torch.device("cuda", dist_info.local_rank if dist_info.enabled else 0)
     return device
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from certsr_rt._device import resolve_device
 from certsr_rt.errors import CertSRError, InputError
 from certsr_rt.runtime.backends.base import Backend
 
@@ -22,17 +23,6 @@ log = logging.getLogger(__name__)
 
 BACKEND_NAMES = ("auto", "torch", "onnxruntime", "tensorrt")
 """Names accepted by :func:`create_backend` (and ``certsr-rt upscale --backend``)."""
-
-
-def resolve_device(device: torch.device | str) -> torch.device:
-    """``"auto"`` -> the current CUDA device when one is available, else CPU; anything else as given."""
-    if str(device) == "auto":
-        return (
-            torch.device("cuda", torch.cuda.current_device())
-            if torch.cuda.is_available()
-            else torch.device("cpu")
-        )
-    return torch.device(device)
 
 
 def _installed(module: str) -> bool:
@@ -55,7 +45,7 @@ def available_backends(device: torch.device | str = "auto") -> list[str]:
     Returns:
         Backend names.
     """
-    dev = resolve_device(device)
+    dev = resolve_device(device, check_available=False)
     names = []
     if dev.type == "cuda":
         if _installed("tensorrt"):
@@ -114,7 +104,7 @@ def create_backend(
         InputError: unknown name, or a combination the backend does not support.
         MissingDependencyError: the named backend's library is not installed (names the extra).
     """
-    dev = resolve_device(device)
+    dev = resolve_device(device, check_available=False)
     if name != "auto":
         return _create(name, model, dev, precision, options)
     candidates = [b for b in available_backends(dev) if not (b == "torch" and isinstance(model, (str, Path)))]
