@@ -93,7 +93,14 @@ def export_command(
 
         from certsr_rt._deps import require
         from certsr_rt.errors import BackendError
-        from certsr_rt.export.tensorrt import EngineCache, GpuInfo, ShapeProfile, parse_size, prepare_engine
+        from certsr_rt.export.tensorrt import (
+            EngineCache,
+            GpuInfo,
+            ShapeProfile,
+            model_record,
+            parse_size,
+            prepare_engine,
+        )
 
         height, width = parse_size(max_size)
         trt = require("tensorrt", "trt", "building a TensorRT engine (--engine)")
@@ -137,14 +144,7 @@ def export_command(
         profile=profile,
         gpu=gpu,
         cache=EngineCache(cache_root() / "tensorrt"),
-        model={
-            "name": loaded.name,
-            "architecture": loaded.architecture,
-            "scale": loaded.scale,
-            "in_channels": loaded.in_channels,
-            "out_channels": loaded.out_channels,
-            "default_sigma": None if loaded.default_sigma is None else float(loaded.default_sigma),
-        },
+        model=model_record(loaded),
     )
     if key.profile != profile:
         typer.echo(f"reusing a cached engine with a larger shape range ({key.profile.describe()})")

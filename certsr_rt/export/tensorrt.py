@@ -44,6 +44,7 @@ __all__ = [
     "ShapeProfile",
     "build_engine",
     "deserialize_engine",
+    "model_record",
     "parse_size",
     "prepare_engine",
     "read_engine_record",
@@ -242,6 +243,28 @@ def _can_serve(recorded: EngineKey, wanted: EngineKey) -> bool:
         and recorded.optimization_level == wanted.optimization_level
         and recorded.workspace_bytes == wanted.workspace_bytes
     )
+
+
+def model_record(model: Any) -> dict[str, Any]:
+    """The model description stored beside a built engine, so the engine runs without its ONNX file.
+
+    Args:
+        model: anything with ``name``, ``architecture``, ``scale``, ``in_channels``, ``out_channels`` and
+            ``default_sigma``: an :class:`~certsr_rt.models.SRModel` or an
+            :class:`~certsr_rt.export.exported.ExportedModel`.
+
+    Returns:
+        Plain JSON values, as :func:`read_engine_record` returns them.
+    """
+    sigma = model.default_sigma
+    return {
+        "name": str(model.name),
+        "architecture": str(model.architecture),
+        "scale": int(model.scale),
+        "in_channels": int(model.in_channels),
+        "out_channels": int(model.out_channels),
+        "default_sigma": None if sigma is None else float(sigma),
+    }
 
 
 def read_engine_record(engine_path: str | Path) -> tuple[EngineKey, dict[str, Any]]:

@@ -29,6 +29,7 @@ from certsr_rt.export.tensorrt import (
     GpuInfo,
     ShapeProfile,
     deserialize_engine,
+    model_record,
     prepare_engine,
     read_engine_record,
 )
@@ -117,15 +118,14 @@ class TensorRTBackend(Backend):
                 )
             precision = exported.precision
             scale, in_ch, out_ch = exported.scale, exported.in_channels, exported.out_channels
-            self.model_name = exported.name
-            self._architecture, self._default_sigma = exported.architecture, exported.default_sigma
+            self._described: Any = exported
         else:
             self._model = model
-            self.model_name = str(model.name)
-            self._architecture, self._default_sigma = str(model.architecture), model.default_sigma
+            self._described = model
             if precision == "auto":
                 precision = "fp16" if model.supports_half else "fp32"
             scale, in_ch, out_ch = model.scale, model.in_channels, model.out_channels
+        self.model_name = str(self._described.name)
         if precision not in ("fp32", "fp16"):
             raise InputError(f"Expected precision fp32, fp16 or auto for TensorRT, but got {precision!r}")
         self.profile = profile if profile is not None else ShapeProfile(channels=in_ch)
@@ -146,17 +146,6 @@ class TensorRTBackend(Backend):
         self.context: Any = None
         self._stream: torch.cuda.Stream | None = None
         self._gpu: GpuInfo | None = None
-
-    def _record(self) -> dict[str, Any]:
-        """The model description stored beside a built engine (see ``EngineCache.store``)."""
-        return {
-            "name": self.model_name,
-            "architecture": self._architecture,
-            "scale": self.scale,
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "default_sigma": None if self._default_sigma is None else float(self._default_sigma),
-        }
 
     def _wanted_key(self, gpu: GpuInfo, onnx_sha256: str = "") -> EngineKey:
         return EngineKey(
@@ -191,7 +180,7 @@ class TensorRTBackend(Backend):
             profile=self.profile,
             gpu=self._gpu,
             cache=EngineCache(self.cache_root / "tensorrt"),
-            model=self._record(),
+            model=model_record(self._described),
         )
 
     def _load(self, key: EngineKey) -> None:
