@@ -73,7 +73,7 @@ class UpscaleResult:
 
 def _check_float_range(x: torch.Tensor, what: str) -> torch.Tensor:
     """Float input must be in [0, 1]: values a little outside (rounding) are clipped, others refused."""
-    lo, hi = float(x.min()), float(x.max())
+    lo, hi = torch.stack(torch.aminmax(x)).tolist()  # one pass and one device read per image or frame
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise InputError(f"Expected a float {what} with finite values in [0, 1], but it contains NaN or inf")
     if lo < -_FLOAT_RANGE_SLACK or hi > 1 + _FLOAT_RANGE_SLACK:
