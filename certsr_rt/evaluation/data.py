@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from certsr_rt.errors import InputError
-from certsr_rt.io.pairs import downscale_bicubic, list_images, pair_lr_files
+from certsr_rt.io.pairs import downscale_bicubic, first_few, list_images, pair_lr_files
 
 __all__ = [
     "ImagePair",
@@ -144,7 +144,7 @@ def load_image_pairs(
         except InputError as exc:
             problems.append(str(exc))
     if problems:
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        shown = first_few(problems, sep="; ", last_sep="; ")
         raise InputError(f"{len(problems)} of {len(hr_files)} evaluation images cannot be used: {shown}")
     return pairs
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from certsr_rt.errors import InputError
 from certsr_rt.io.images import IMAGE_EXTENSIONS
 
-__all__ = ["downscale_bicubic", "list_images", "pair_lr_files"]
+__all__ = ["downscale_bicubic", "first_few", "list_images", "pair_lr_files"]
 
 # Suffixes of LR file stems in common benchmark layouts: DIV2K "0801x4", BasicSR "baby_LRx4", "img_LR".
 _LR_STEM_SUFFIX = re.compile(r"(?:[_-]?(?:LR|lr|LRx\d|LR_x\d|lrx\d|x\d|X\d))$")
@@ -71,15 +71,18 @@ def pair_lr_files(hr_files: Sequence[Path], lr_files: Sequence[Path], lr_dir: st
     if missing:
         raise InputError(
             f"paired data: no LR image in {lr_dir} for {len(missing)} of {len(hr_files)} HR images "
-            f"(expected the same name stem, or the stem + x4 / _LR / _LRx4): {_first_names(missing)}"
+            f"(expected the same name stem, or the stem + x4 / _LR / _LRx4): {first_few(missing)}"
         )
     return [index[p.stem] for p in hr_files]
 
 
-def _first_names(names: Sequence[str], shown: int = 5) -> str:
-    """``a, b, c`` or ``a, b, c, d, e and 7 more``."""
-    text = ", ".join(names[:shown])
-    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
+def first_few(items: Sequence[str], *, sep: str = ", ", last_sep: str = " ", shown: int = 5) -> str:
+    """The first ``shown`` items for an error message: ``a, b, c`` or ``a, b, c, d, e and 7 more``.
+
+    With ``sep="; ", last_sep="; "`` (one reason per bad file): ``x: why; y: why; and 7 more``.
+    """
+    text = sep.join(items[:shown])
+    return text + (f"{last_sep}and {len(items) - shown} more" if len(items) > shown else "")
 
 
 def downscale_bicubic(hr: torch.Tensor, scale: int, *, quantize: bool = True) -> torch.Tensor:

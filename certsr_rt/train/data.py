@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from certsr_rt.errors import InputError
-from certsr_rt.io.pairs import downscale_bicubic, list_images, pair_lr_files
+from certsr_rt.io.pairs import downscale_bicubic, first_few, list_images, pair_lr_files
 
 __all__ = [
     "CropStream",
@@ -241,7 +241,7 @@ class CropStream(Dataset):
         if log is not None and monotonic() - started >= 2.0:
             log(f"checked {what} in {monotonic() - started:.0f} s")
         if problems:
-            shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            shown = first_few(problems, sep="; ", last_sep="; ")
             raise InputError(
                 f"training data: {len(problems)} of {what} cannot be used (fix or remove them): {shown}"
             )
