@@ -14,7 +14,13 @@ __all__ = [
     "ModelLoadError",
     "Terminated",
     "VacuousBoundWarning",
+    "first_line",
 ]
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a foreign exception's message (or its type name), to quote in a one-line error."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 class CertSRError(Exception):

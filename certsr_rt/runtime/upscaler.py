@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from certsr_rt._device import resolve_device
-from certsr_rt.errors import InputError
+from certsr_rt.errors import InputError, first_line
 from certsr_rt.runtime.backends.base import Backend
 from certsr_rt.runtime.tiling import Tile, blend_weights, make_tiles
 from certsr_rt.smoothing.config import SmoothingConfig
@@ -249,9 +249,8 @@ class Upscaler:
             if not _is_allocation_failure(exc):
                 raise
             shape = "x".join(str(d) for d in image.shape)
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise InputError(
-                f"a {shape} image is too large for these options on {self.device} ({first_line}); "
+                f"a {shape} image is too large for these options on {self.device} ({first_line(exc)}); "
                 "use a smaller tile or fewer samples"
             ) from None
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from certsr_rt._deps import require
-from certsr_rt.errors import BackendError, InputError
+from certsr_rt.errors import BackendError, InputError, first_line
 from certsr_rt.runtime.backends.base import Backend
 
 __all__ = ["OnnxRuntimeBackend", "onnxruntime_has_cuda"]
@@ -139,8 +139,7 @@ class OnnxRuntimeBackend(Backend):
                 str(self.onnx_path), sess_options=options, providers=providers
             )
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own pybind exception types
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise BackendError(f"onnxruntime could not load {self.onnx_path}: {first}") from exc
+            raise BackendError(f"onnxruntime could not load {self.onnx_path}: {first_line(exc)}") from exc
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
 
