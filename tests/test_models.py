@@ -196,7 +196,7 @@ def test_models_command_prints_table():
     app = typer.Typer()
     app.command("models")(models_command)
     app.command("other")(lambda: None)  # two commands, so "models" is a sub-command as in the real app
-    result = CliRunner().invoke(app, ["models"])
+    result = CliRunner().invoke(app, ["models", "--all"])
     assert result.exit_code == 0, result.output
     out = result.output
     for spec in list_specs():

@@ -76,16 +76,27 @@ def _register() -> None:
 _register()
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-) -> None:
-    """Robust 4x super-resolution with median randomized smoothing (CertSR)."""
-    if version:
+def _print_version(value: bool) -> None:
+    """``--version``: print and exit while parsing, before Click asks for a command."""
+    if value:
         from certsr_rt import __version__
 
         typer.echo(f"certsr-rt {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the version and exit.",
+        is_eager=True,
+        expose_value=False,
+        callback=_print_version,
+    ),
+) -> None:
+    """Robust 4x super-resolution with median randomized smoothing (CertSR)."""
 
 
 def main() -> None:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 
-def models_command() -> None:
+import typer
+
+
+def models_command(
+    show_all: Annotated[
+        bool,
+        typer.Option("--all", help="Also list the tiny test-only models (random weights, for tests)."),
+    ] = False,
+) -> None:
     """List the registered models: architecture, size, scale, recommended σ and license.
 
     Pass a name as the model, or a .pth / .pt / .safetensors checkpoint path (its architecture is detected).
-    Models marked "test" have random weights and exist only for fast tests.
+    With --all, also the models marked "test": random weights, registered only for fast tests.
     """
     from rich import box
     from rich.console import Console
@@ -23,7 +32,7 @@ def models_command() -> None:
     table.add_column("default σ", justify="right")
     table.add_column("license", overflow="fold")
     table.add_column("", no_wrap=True)
-    for spec in list_specs():
+    for spec in list_specs(include_test=show_all):
         marker = "default" if spec.is_default else ("test" if spec.is_test_only else "")
         table.add_row(
             spec.name,

@@ -44,6 +44,7 @@ from certsr_rt.models.registry import (
     ModelSpec,
     build_module,
     list_specs,
+    registered_names,
     scale_of,
 )
 
@@ -85,7 +86,7 @@ def load_model(name_or_path: str | Path, device: torch.device | str = "cpu") -> 
     else:
         path = Path(name_or_path).expanduser()
         if not path.exists():
-            raise ModelLoadError(f"no such model or file: {key} (registered: {', '.join(specs)})")
+            raise ModelLoadError(f"no such model or file: {key} (registered: {registered_names()})")
         if not path.is_file():
             raise ModelLoadError(f"{key} is a directory; expected a .pth, .pt or .safetensors file")
         model = _load_file(path)

@@ -30,6 +30,7 @@ __all__ = [
     "build_module",
     "get_spec",
     "list_specs",
+    "registered_names",
     "scale_of",
 ]
 
@@ -217,7 +218,12 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return _SPECS[name]
     except KeyError:
-        raise ModelLoadError(f"no registered model {name!r} (registered: {', '.join(_SPECS)})") from None
+        raise ModelLoadError(f"no registered model {name!r} (registered: {registered_names()})") from None
+
+
+def registered_names() -> str:
+    """The user-facing registered names, comma-separated, for messages (test-only models left out)."""
+    return ", ".join(s.name for s in list_specs(include_test=False))
 
 
 def list_specs(include_test: bool = True) -> list[ModelSpec]:
