@@ -253,14 +253,44 @@ class PerceptualLoss(nn.Module):
             )
         if reduction not in ("mean", "none"):
             raise InputError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+        total = self._per_image(sr, hr, groups=1)
+        return total.mean() if reduction == "mean" else total
+
+    def group_losses(self, preds: Sequence[torch.Tensor], hr: torch.Tensor) -> torch.Tensor:
+        """The loss of each prediction group against one target batch, in one VGG pass.
+
+        Equal to ``torch.stack([self(p, hr) for p in preds])`` but the predictions go through VGG as one
+        batch and the target's features are computed once, not once per group (MRS fine-tuning scores
+        several groups of predictions against the same HR crops every iteration).
+
+        Args:
+            preds: ``G`` tensors of shape ``N x 3 x H x W`` (gradients flow into them).
+            hr: the ``N x 3 x H x W`` targets (treated as constants).
+
+        Returns:
+            Shape ``(G,)``: the batch-mean loss of each group.
+        """
+        if not preds:
+            raise InputError("group_losses needs at least one prediction group, got none")
+        for pred in preds:
+            if pred.shape != hr.shape:
+                raise InputError(
+                    f"every group must have the target's shape {tuple(hr.shape)}, got {tuple(pred.shape)}"
+                )
+        per_image = self._per_image(torch.cat(list(preds)), hr, groups=len(preds))
+        return per_image.view(len(preds), hr.shape[0]).mean(1)
+
+    def _per_image(self, sr: torch.Tensor, hr: torch.Tensor, groups: int) -> torch.Tensor:
+        """Per-image loss of ``sr`` (``groups`` stacked copies of ``hr``'s batch size) against ``hr``."""
         feats_sr = self._extract(sr)
         with torch.no_grad():
             feats_hr = self._extract(hr)
         total = sr.new_zeros(sr.shape[0], dtype=self.mean.dtype)
         for name, weight in self.layer_weights.items():
-            diff = (feats_sr[name] - feats_hr[name]).abs().flatten(1).mean(1)
-            total = total + weight * diff
-        return total.mean() if reduction == "mean" else total
+            f_sr = feats_sr[name].unflatten(0, (groups, hr.shape[0]))
+            diff = (f_sr - feats_hr[name].unsqueeze(0)).abs().flatten(2).mean(2).flatten()
+            total = total + weight * diff.to(total.dtype)
+        return total
 
 
 class SRLoss(nn.Module):

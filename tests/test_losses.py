@@ -117,6 +117,27 @@ def test_identical_images_zero_and_different_positive(tiny_vgg16_file: Path) -> 
     torch.testing.assert_close(per_image.mean(), loss(a, b))
 
 
+def test_group_losses_equal_one_call_per_group_with_gradients(tiny_vgg16_file: Path) -> None:
+    loss = PerceptualLoss(tiny_vgg16_file, layers={"conv2_2": 0.5, "conv5_3": 1.0})
+    hr = images(seed=9)
+    preds = [images(seed=s).requires_grad_(True) for s in (1, 2, 3)]
+    grouped = loss.group_losses(preds, hr)
+    assert grouped.shape == (3,)
+    grouped.sum().backward()
+    grads = [p.grad.clone() for p in preds]
+    for p in preds:
+        p.grad = None
+    separate = torch.stack([loss(p, hr) for p in preds])
+    separate.sum().backward()
+    torch.testing.assert_close(grouped, separate)
+    for g, p in zip(grads, preds, strict=True):
+        torch.testing.assert_close(g, p.grad)
+    with pytest.raises(InputError, match="target's shape"):
+        loss.group_losses([images(seed=1)[:1]], hr)
+    with pytest.raises(InputError, match="at least one"):
+        loss.group_losses([], hr)
+
+
 def test_layer_weights_are_applied(tiny_vgg16_file: Path) -> None:
     a, b = images(seed=1), images(seed=2)
     one = PerceptualLoss(tiny_vgg16_file, layers={"relu2_2": 1.0})(a, b)

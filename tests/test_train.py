@@ -345,6 +345,22 @@ def test_losses_decrease_for_each_mode(mode: str, vgg_file: Path, hr_single: Pat
     assert not torch.allclose(tuned(x), start(x))
 
 
+def test_cpu_bf16_autocast_is_opt_in_and_trains(vgg_file: Path, hr_single: Path, tmp_path: Path) -> None:
+    assert Trainer(tiny_config(vgg_file, hr_single, tmp_path / "auto"), log=quiet).amp_dtype is None
+    with pytest.raises(InputError, match="fp16' is for CUDA"):
+        Trainer(tiny_config(vgg_file, hr_single, tmp_path / "fp16", amp="fp16"), log=quiet)
+    cfg = tiny_config(
+        vgg_file, hr_single, tmp_path / "bf16", amp="bf16", augment=False, iterations=8, lr=3e-3, pixel_weight=1.0
+    )
+    trainer = Trainer(cfg, log=quiet)
+    assert trainer.amp_dtype == torch.bfloat16
+    trainer.run()
+    losses = [r["l_g"] for r in read_log(tmp_path / "bf16")]
+    assert all(np.isfinite(losses)) and np.mean(losses[-2:]) < 0.9 * np.mean(losses[:2]), losses
+    # the weights and the optimiser stay fp32 under autocast
+    assert all(p.dtype == torch.float32 for p in trainer.net_g.parameters())
+
+
 def test_gan_losses_are_logged_and_generator_improves(vgg_file: Path, hr_gan: Path, tmp_path: Path) -> None:
     cfg = tiny_config(
         vgg_file,

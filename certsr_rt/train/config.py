@@ -148,8 +148,8 @@ class TrainConfig:
     ``cuda:LOCAL_RANK``."""
 
     amp: str = "auto"
-    """Mixed precision on CUDA: ``auto`` (bf16 when supported, else fp16 with loss scaling), ``bf16``,
-    ``fp16`` or ``off``. Always off on CPU."""
+    """Mixed precision: ``auto`` (on CUDA bf16 when supported, else fp16 with loss scaling; fp32 on the
+    CPU), ``bf16`` (CUDA or CPU autocast), ``fp16`` (CUDA only) or ``off``."""
 
     seed: int = 0
     """Seeds the data stream (image order, crops, flips), the training noise and the attacks."""

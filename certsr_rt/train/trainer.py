@@ -332,8 +332,13 @@ class Trainer:
 
     def _amp_dtype(self) -> torch.dtype | None:
         amp = self.config.amp
-        if self.device.type != "cuda" or amp == "off":
+        if amp == "off":
             return None
+        if self.device.type != "cuda":
+            # CPU autocast is bfloat16 only, and opt-in: 'auto' keeps fp32 on the CPU.
+            if amp == "fp16":
+                raise InputError("amp 'fp16' is for CUDA; on the CPU use 'bf16' or 'off'")
+            return torch.bfloat16 if amp == "bf16" else None
         if amp == "fp16":
             return torch.float16
         if amp == "bf16":
@@ -345,7 +350,7 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.amp_dtype)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def lr_factor(self, iteration: int) -> float:
         """Learning-rate multiplier for the update with 0-based index ``iteration`` (MultiStepLR)."""
@@ -474,12 +479,13 @@ class Trainer:
             if self.net_d is not None:
                 real_pred = self.net_d(self._disc_view(hr, pos)).detach()
             l_pix = l_percep = l_gan = hr.new_zeros((), dtype=torch.float32)
+            if cfg.perceptual_weight > 0:
+                # All groups through VGG as one batch, the HR features once (not once per group).
+                assert self.perceptual is not None
+                l_percep = cfg.perceptual_weight * self.perceptual.group_losses(preds, hr).float().sum()
             for pred in preds:
                 if cfg.pixel_weight > 0:
                     l_pix = l_pix + cfg.pixel_weight * F.l1_loss(pred.float(), hr)
-                if cfg.perceptual_weight > 0:
-                    assert self.perceptual is not None
-                    l_percep = l_percep + cfg.perceptual_weight * self.perceptual(pred, hr).float()
                 if self.net_d is not None:
                     assert self.gan_loss is not None and real_pred is not None
                     fake_pred = self.net_d(self._disc_view(pred, pos))
