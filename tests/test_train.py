@@ -137,6 +137,34 @@ def test_config_file_then_overrides(tmp_path: Path) -> None:
     assert TrainConfig.load(json_file) == cfg
 
 
+def test_paper_config_loads_and_runs_one_iteration_on_the_tiny_model(
+    vgg_file: Path, hr_gan: Path, tmp_path: Path
+) -> None:
+    paper = Path(__file__).resolve().parents[1] / "configs" / "certsr-x4-paper.yaml"
+    cfg = TrainConfig.load(paper)
+    assert cfg.model == "realesrgan-x4plus" and cfg.mode == "mrs" and cfg.iterations == 59_000
+    assert cfg.batch_size == 5 and cfg.hr_crop == 480 and cfg.mrs_copies == 5 and cfg.use_gan
+    # the same settings on the tiny RRDBNet and small crops (the 128-px discriminator stays on)
+    tiny = TrainConfig.load(
+        paper,
+        {
+            "model": "tiny-rrdbnet",
+            "hr_dir": str(hr_gan),
+            "hr_crop": 128,
+            "iterations": 1,
+            "perceptual_weights": str(vgg_file),
+            "perceptual_layers": ("conv1_2",),
+            "output_dir": str(tmp_path),
+            "progress": False,
+            "device": "cpu",
+        },
+    )
+    result = Trainer(tiny, log=quiet).run()
+    assert result.iteration == 1 and result.stop_reason == "done"
+    (log,) = read_log(tmp_path)
+    assert log["l_gan"] != 0.0 and log["l_d"] > 0.0 and np.isfinite(log["l_g"])
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
