@@ -50,3 +50,75 @@ def test_unknown_model_message_lists_user_models_only(tmp_path: Path) -> None:
         assert "tiny-" not in str(info.value)
     # the test models stay loadable by name
     assert load_model("tiny-srvgg").name == "tiny-srvgg"
+
+
+# ------------------------------------------------------------------------------------------- export
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    import torch
+
+    from certsr_rt.models import load_model
+
+    path = tmp_path / "ck.pth"
+    torch.save(load_model("tiny-srvgg").module.state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("how", ["same", "symlink", "hardlink"])
+def test_export_never_replaces_its_input(checkpoint: Path, how: str) -> None:
+    before = checkpoint.read_bytes()
+    target = checkpoint
+    if how == "symlink":
+        target = checkpoint.with_name("link.onnx")
+        target.symlink_to(checkpoint.name)
+    elif how == "hardlink":
+        target = checkpoint.with_name("hard.onnx")
+        target.hardlink_to(checkpoint)
+    result = _cli("export", checkpoint, "-o", target)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: refusing to overwrite the input {checkpoint} (choose another -o)"
+    ]
+    assert checkpoint.read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["ck.txt", "m.engine", "m.ONNX.bak"])
+def test_export_refuses_an_output_that_is_not_onnx(checkpoint: Path, name: str) -> None:
+    result = _cli("export", checkpoint, "-o", checkpoint.parent / name)
+    assert result.exit_code == 1, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: -o ") and ".onnx" in line
+    assert not (checkpoint.parent / name).exists()
+
+
+@pytest.mark.parametrize("form", ["existing", "trailing-slash", "no-extension"])
+def test_export_into_a_folder_writes_name_onnx_inside(checkpoint: Path, form: str) -> None:
+    folder = checkpoint.parent / "out"
+    if form == "existing":
+        folder.mkdir()
+    option = f"{folder}/" if form == "trailing-slash" else str(folder)
+    result = _cli("export", checkpoint, "-o", option)
+    assert result.exit_code == 0, result.output
+    assert folder.is_dir() and sorted(p.name for p in folder.iterdir()) == ["ck.onnx"]
+    # progress and results on stderr; stdout stays empty
+    assert result.stdout == "" and f"wrote {folder / 'ck.onnx'}" in result.stderr
+
+
+def test_export_checks_the_folder_is_writable_before_exporting(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from certsr_rt.export import onnx as onnx_export
+
+    exports: list[object] = []
+    monkeypatch.setattr(onnx_export, "export_onnx", lambda *a, **k: exports.append(a))
+    blocker = checkpoint.parent / "afile"
+    blocker.write_text("not a folder")
+    result = _cli("export", checkpoint, "-o", blocker / "sub" / "m.onnx")
+    assert result.exit_code == 1, result.output
+    assert (
+        result.stderr.strip()
+        == f"error: cannot write into {blocker / 'sub'}: {blocker} is a file, not a folder"
+    )
+    assert exports == []

@@ -21,6 +21,46 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def _info(message: str) -> None:
+    """Progress and results go to stderr, as in every command; stdout stays free for data."""
+    typer.echo(message, err=True)
+
+
+def _is_folder(output: str) -> bool:
+    """``-o`` names a folder to write into: it ends with a separator, is a folder, or has no extension."""
+    from certsr_rt.io.images import output_is_directory
+
+    return output_is_directory(output, 1)
+
+
+def check_output_file(target: Path, model: str) -> None:
+    """Refuse an ONNX destination that is not ``.onnx``, is a folder, or is the input checkpoint.
+
+    Args:
+        target: the file ``export`` would write.
+        model: the ``CKPT_OR_NAME`` argument (a path is compared through links and hard links).
+
+    Raises:
+        InputError: one line saying what was expected.
+    """
+    from certsr_rt.errors import InputError
+    from certsr_rt.io.images import check_not_input
+
+    check_not_input(target, [model])
+    if target.suffix.lower() == ".engine":
+        raise InputError(
+            f"-o {target}: export writes the ONNX file there; the TensorRT engine (--engine) goes into the "
+            "engine cache, where upscale --backend tensorrt finds it. Give a .onnx name"
+        )
+    if target.suffix.lower() != ".onnx":
+        raise InputError(
+            f"-o {target}: expected a .onnx file name (or a folder), but got '{target.suffix}'; "
+            f"e.g. -o {target.with_suffix('.onnx')}"
+        )
+    if target.is_dir():
+        raise InputError(f"cannot write {target}: is a folder (expected a .onnx file)")
+
+
 def _check_size(value: str) -> str:
     """Validate ``--max-size`` while parsing, so a bad value fails before any work, engine or not."""
     from certsr_rt.errors import InputError
@@ -41,8 +81,15 @@ def export_command(
         ),
     ],
     output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="ONNX file [default: ./<model>[-fp16].onnx]."),
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="PATH",
+            help="ONNX file (.onnx), or a folder to write <model>[-fp16].onnx into (ends with /, exists, "
+            "or has no extension). Default: ./<model>[-fp16].onnx.",
+            show_default=False,
+        ),
     ] = None,
     fp16: Annotated[
         bool,
@@ -82,9 +129,15 @@ def export_command(
     writes nothing. For --fp16 this checks the graph and its half-precision weights only: onnxruntime on
     CPU computes in fp32, so the error of fp16 arithmetic on a GPU is not measured. With --engine, a
     TensorRT engine is built for this GPU and cached; `certsr-rt upscale --backend tensorrt` with the same
-    model then finds it.
+    model then finds it. The output may not be the input checkpoint, and its folder must be writable:
+    both are checked before the export starts. Progress and results go to stderr.
     """
     from certsr_rt.export.onnx import FP16_VALIDATION_NOTE, cache_root, export_onnx, onnx_cache_path
+    from certsr_rt.io.images import check_writable
+
+    # What can be checked about -o without the model's name, before loading it.
+    if output is not None and not _is_folder(output):
+        check_output_file(Path(output).expanduser(), model)
 
     trt: Any = None
     if engine:
@@ -109,18 +162,26 @@ def export_command(
                 "--engine needs a CUDA GPU (an engine is built for the GPU it runs on); none found"
             )
     loaded = _load_model(model)
-    target = output if output is not None else Path(f"{loaded.name}{'-fp16' if fp16 else ''}.onnx")
+    default_name = f"{loaded.name}{'-fp16' if fp16 else ''}.onnx"
+    if output is None:
+        target = Path(default_name)
+    elif _is_folder(output):
+        target = Path(output).expanduser() / default_name
+    else:
+        target = Path(output).expanduser()
+    check_output_file(target, model)
+    check_writable(target.parent)
+    if trt is not None:
+        check_writable(cache_root())
     precision = "fp16" if fp16 else "fp32"
-    typer.echo(
-        f"exporting {loaded.name} ({loaded.architecture} x{loaded.scale}, {precision}, opset {opset}) ..."
-    )
+    _info(f"exporting {loaded.name} ({loaded.architecture} x{loaded.scale}, {precision}, opset {opset}) ...")
     report = export_onnx(loaded, target, fp16=fp16, opset=opset, default_samples=samples, validate=True)
     assert report.validation is not None
-    typer.echo(f"validation (onnxruntime CPU vs torch fp32): {report.validation.summary()}")
+    _info(f"validation (onnxruntime CPU vs torch fp32): {report.validation.summary()}")
     if fp16:
-        typer.echo(f"note: {FP16_VALIDATION_NOTE}")
+        _info(f"note: {FP16_VALIDATION_NOTE}")
     size_mb = report.path.stat().st_size / 1e6
-    typer.echo(f"wrote {report.path} ({size_mb:.1f} MB, sha256 {report.sha256[:16]}, {report.seconds:.1f} s)")
+    _info(f"wrote {report.path} ({size_mb:.1f} MB, sha256 {report.sha256[:16]}, {report.seconds:.1f} s)")
     if trt is None:
         return
 
@@ -136,7 +197,7 @@ def export_command(
         shutil.copyfile(report.path, tmp)
         tmp.replace(cached)
     gpu = GpuInfo.of(torch.device("cuda"))
-    typer.echo(f"building TensorRT {trt.__version__} engine for {gpu.describe()} ({profile.describe()}) ...")
+    _info(f"building TensorRT {trt.__version__} engine for {gpu.describe()} ({profile.describe()}) ...")
     path, key = prepare_engine(
         trt,
         cached,
@@ -147,5 +208,5 @@ def export_command(
         model=model_record(loaded),
     )
     if key.profile != profile:
-        typer.echo(f"reusing a cached engine with a larger shape range ({key.profile.describe()})")
-    typer.echo(f"engine: {path}")
+        _info(f"reusing a cached engine with a larger shape range ({key.profile.describe()})")
+    _info(f"engine: {path}")

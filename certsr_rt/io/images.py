@@ -49,6 +49,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "check_image_size",
     "check_not_input",
+    "check_writable",
     "companion_path",
     "describe_image",
     "expand_inputs",
@@ -609,10 +610,59 @@ def check_not_input(output: str | os.PathLike[str], inputs: Iterable[str | os.Pa
     Raises:
         InputError: ``refusing to overwrite the input X``.
     """
-    out = Path(output).expanduser().resolve()
+    given = Path(output).expanduser()
+    out = given.resolve()
     for item in inputs:
-        if Path(item).expanduser().resolve() == out:
+        source = Path(item).expanduser()
+        if source.resolve() == out or _same_existing_file(source, given):
             raise InputError(f"refusing to overwrite the input {item} (choose another -o)")
+
+
+def _same_existing_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` both exist and are one file (a hard link has another path)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+_WRITE_PROBE = b"certsr-rt write test\n" * 200  # 4 KiB: a full disk fails on it, not only on the output
+
+
+def check_writable(folder: str | os.PathLike[str]) -> None:
+    """Raise unless a file can be written in ``folder``, before any work is spent on its contents.
+
+    A probe file (4 KiB, flushed to disk) is created and removed. A folder that does not exist yet is
+    checked through the nearest existing folder above it, which is where it would be created; nothing is
+    left behind either way.
+
+    Args:
+        folder: where an output will be written.
+
+    Raises:
+        InputError: ``cannot write into X: ...`` (read-only or full file system, no permission, a file
+            where a folder is needed).
+    """
+    target = Path(folder).expanduser()
+    probe_in = target
+    while not probe_in.exists() and probe_in.parent != probe_in:
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        raise InputError(f"cannot write into {target}: {probe_in} is a file, not a folder")
+    probe = probe_in / f".certsr-rt-write-test.{secrets.token_hex(4)}.tmp"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise InputError(f"cannot write into {target}: {exc.strerror or exc}") from None
+    try:
+        os.write(fd, _WRITE_PROBE)
+        os.fsync(fd)
+    except OSError as exc:
+        raise InputError(f"cannot write into {target}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
 
 
 # ------------------------------------------------------------------------------------------------ stderr
