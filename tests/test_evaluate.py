@@ -230,7 +230,7 @@ def test_evaluate_fills_every_cell_and_writes_the_report(
     assert len(rows) == 4 and all(row.count(" / ") == 2 * len(ALL_CONDITIONS) for row in rows)
     assert "n/a" not in table
     markdown = (tmp_path / "out" / "results.md").read_text()
-    assert table in markdown and "white-box against the base generator" in markdown
+    assert table in markdown and "fgsm, bim, pgd and cw are transfer attacks" in markdown
     with open(tmp_path / "out" / "results.csv", newline="") as f:
         summary = list(csv.DictReader(f))
     assert len(summary) == 4 * len(ALL_CONDITIONS)
@@ -258,6 +258,51 @@ def test_attacks_are_crafted_once_per_base_generator(
     run_tiny(hr_dir, lpips_metric, conditions=["clean", "fgsm"])
     # 2 images x 3 base generators (tiny-srvgg serves both its plain and its MRS entry).
     assert sorted(crafted) == sorted([("fgsm", n) for n in ("tiny-srvgg", "tiny-rrdbnet", "bicubic")] * 2)
+
+
+def test_adaptive_attacks_aim_at_each_smoothed_entry_and_are_pgd_on_plain_ones(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, hr_dir: Path, lpips_metric: LPIPSMetric
+) -> None:
+    targets = []
+    original = runner_module.run_attack
+
+    def recording(config, model, x, hr, loss_fn, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        targets.append((config.method, kwargs.get("target")))
+        return original(config, model, x, hr, loss_fn, **kwargs)
+
+    monkeypatch.setattr(runner_module, "run_attack", recording)
+    specs = "tiny-srvgg,tiny-srvgg@sigma=0.05:n=3,tiny-srvgg@sigma=0.1:n=5,bicubic"
+    entries = parse_model_specs(specs)
+    result = evaluate(
+        entries,
+        load_image_pairs(hr_dir, limit=1, crop=8),
+        ["pgd", "pgd-eot", "pgd-median"],
+        generators=load_generators(entries, "cpu"),
+        attack_loss=SRLoss(None),
+        attacks={k: v.replace(steps=2) for k, v in runner_module.EVAL_ATTACKS.items()},
+        lpips_metric=lpips_metric,
+        seed=4,
+        attack_chunk=2,
+    )
+    # Transfer pgd once per generator (plain entries and bicubic reuse it for pgd-eot / pgd-median); each
+    # smoothed entry is attacked through its own sigma and n, with the evaluation's seed and image key.
+    adaptive = sorted((m, t.sigma, t.samples, t.seed, t.noise_key) for m, t in targets if t is not None)
+    assert adaptive == sorted(
+        (m, s, n, 4, 0) for m in ("pgd-eot", "pgd-median") for s, n in ((0.05, 3), (0.1, 5))
+    )
+    assert sorted(m for m, t in targets if t is None) == ["pgd", "pgd"]
+    plain, bicubic = result.entries[0], result.entries[3]
+    for entry in (plain, bicubic):
+        for condition in ("pgd-eot", "pgd-median"):
+            assert result.cell(entry, condition) == result.cell(entry, "pgd")
+    write_report(result, tmp_path / "out")
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    for sentence in (
+        "fgsm, bim, pgd and cw are transfer attacks",
+        "pgd-eot attacks each MRS entry itself",
+        "pgd-median attacks each MRS entry through its deployed n-sample median",
+    ):
+        assert sentence in markdown
 
 
 def test_evaluate_is_reproducible(hr_dir: Path, lpips_metric: LPIPSMetric) -> None:

@@ -56,12 +56,15 @@ def check_steps(steps: int) -> None:
 
 def per_image_loss(model: SRModule, x: torch.Tensor, hr: torch.Tensor, loss_fn: SRLossFn) -> torch.Tensor:
     """``loss_fn(model(x), hr, reduction="none")`` with a check that it gave one value per image."""
-    losses = loss_fn(model(x), hr, reduction="none")
-    if not isinstance(losses, torch.Tensor) or losses.shape != (x.shape[0],):
+    return check_losses(loss_fn(model(x), hr, reduction="none"), x.shape[0])
+
+
+def check_losses(losses: object, count: int) -> torch.Tensor:
+    """``losses`` if it is a tensor of shape ``(count,)`` (one loss per image), else :class:`InputError`."""
+    if not isinstance(losses, torch.Tensor) or losses.shape != (count,):
         got = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
         raise InputError(
-            "loss_fn(sr, hr, reduction='none') must return one loss per image, "
-            f"shape ({x.shape[0]},), got {got}"
+            f"loss_fn(sr, hr, reduction='none') must return one loss per image, shape ({count},), got {got}"
         )
     return losses
 

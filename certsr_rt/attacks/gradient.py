@@ -8,6 +8,8 @@ are on, and never touch the model's parameter gradients. They return a detached 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from certsr_rt.attacks._common import (
@@ -19,7 +21,7 @@ from certsr_rt.attacks._common import (
     loss_gradient,
 )
 
-__all__ = ["bim", "fgsm", "pgd", "project"]
+__all__ = ["GradientFn", "bim", "fgsm", "iterate", "model_gradient", "pgd", "project", "start_point"]
 
 
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -54,20 +56,41 @@ def fgsm(model: SRModule, x: torch.Tensor, hr: torch.Tensor, loss_fn: SRLossFn, 
     return project(x + eps * grad.sign(), x, eps)
 
 
-def _iterate(
-    model: SRModule,
-    x: torch.Tensor,
-    x_adv: torch.Tensor,
-    hr: torch.Tensor,
-    loss_fn: SRLossFn,
-    eps: float,
-    steps: int,
-    step_size: float,
+GradientFn = Callable[[torch.Tensor], torch.Tensor]
+"""``grad_fn(x_adv) -> d loss / d x_adv``: the gradient the sign steps follow (one per attack kind)."""
+
+
+def model_gradient(model: SRModule, hr: torch.Tensor, loss_fn: SRLossFn) -> GradientFn:
+    """The gradient of ``loss_fn(model(x), hr)`` summed over images, as a :data:`GradientFn`."""
+    return lambda x_adv: loss_gradient(model, x_adv, hr, loss_fn)[0]
+
+
+def iterate(
+    grad_fn: GradientFn, x: torch.Tensor, x_adv: torch.Tensor, eps: float, steps: int, step_size: float
 ) -> torch.Tensor:
+    """``steps`` sign steps of ``step_size`` along ``grad_fn``, each projected onto the eps-ball around ``x``.
+
+    The loop shared by BIM, PGD and the attacks on the smoothed model (:mod:`certsr_rt.attacks.smoothed`),
+    which differ only in the gradient they follow.
+    """
     for _ in range(steps):
-        grad, _ = loss_gradient(model, x_adv, hr, loss_fn)
-        x_adv = project(x_adv + step_size * grad.sign(), x, eps)
+        x_adv = project(x_adv + step_size * grad_fn(x_adv).sign(), x, eps)
     return x_adv
+
+
+def start_point(x: torch.Tensor, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """PGD's start: ``x + U(-eps, eps)`` projected onto the eps-ball and [0, 1] (``x`` itself when eps is 0).
+
+    The values are drawn on ``generator``'s device and moved to ``x``'s, so a CPU generator gives the same
+    start on any device.
+    """
+    if eps <= 0:
+        return x.clone()
+    if generator is None:
+        u = torch.rand_like(x)
+    else:
+        u = torch.rand(x.shape, generator=generator, device=generator.device).to(x)
+    return project(x + (2.0 * u - 1.0) * eps, x, eps)
 
 
 def bim(
@@ -99,7 +122,7 @@ def bim(
     alpha = eps / steps if step_size is None else step_size
     check_positive("step_size", alpha)
     x = x.detach()
-    return _iterate(model, x, x.clone(), hr, loss_fn, eps, steps, alpha)
+    return iterate(model_gradient(model, hr, loss_fn), x, x.clone(), eps, steps, alpha)
 
 
 def pgd(
@@ -138,11 +161,5 @@ def pgd(
     alpha = eps / steps if step_size is None else step_size
     check_positive("step_size", alpha)
     x = x.detach()
-    x_adv = x.clone()
-    if random_start and eps > 0:
-        if generator is None:
-            u = torch.rand_like(x)
-        else:
-            u = torch.rand(x.shape, generator=generator, device=generator.device).to(x)
-        x_adv = project(x + (2.0 * u - 1.0) * eps, x, eps)
-    return _iterate(model, x, x_adv, hr, loss_fn, eps, steps, alpha)
+    x_adv = start_point(x, eps, generator) if random_start else x.clone()
+    return iterate(model_gradient(model, hr, loss_fn), x, x_adv, eps, steps, alpha)

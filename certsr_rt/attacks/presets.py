@@ -1,8 +1,9 @@
 """Named attack settings: the paper's evaluation attacks and its adversarial fine-tuning attacks.
 
 Evaluation (CertSR paper): FGSM/BIM/PGD with eps = 10/255; CW with Adam lr 1e-2, 6 iterations, c = 0.01.
-The paper does not give BIM/PGD iteration counts or step sizes for evaluation; we use the common
-torchattacks defaults (10 iterations of 2/255, PGD with a random start).
+The paper does not give iteration counts for evaluation; we take 10. BIM steps by alpha = eps / T (Kurakin
+et al.; 1/255 here), PGD by the torchattacks default 2/255 from a random start. The adaptive attacks on the
+smoothed model, ``pgd-eot`` and ``pgd-median`` (:mod:`certsr_rt.attacks.smoothed`), use PGD's settings.
 
 Training (the paper's AD-L baselines): FGSM eps = 9/255; BIM eps = 9/255 with 2 iterations; CW c = 1e-2,
 4 iterations, Adam lr 1e-2; PGD after Castillo et al.: 2 steps, eps = 14/255, random start. Step sizes are
@@ -19,18 +20,23 @@ import torch
 from certsr_rt.attacks._common import SRLossFn, SRModule, check_positive, check_steps
 from certsr_rt.attacks.cw import cw
 from certsr_rt.attacks.gradient import bim, fgsm, pgd
+from certsr_rt.attacks.smoothed import SmoothingTarget, pgd_eot, pgd_median
 from certsr_rt.errors import InputError
 
 __all__ = [
     "ATTACK_METHODS",
     "EVAL_ATTACKS",
+    "SMOOTHED_METHODS",
     "TRAIN_ATTACKS",
     "AttackConfig",
     "attack_preset",
     "run_attack",
 ]
 
-ATTACK_METHODS = ("fgsm", "bim", "pgd", "cw")
+ATTACK_METHODS = ("fgsm", "bim", "pgd", "cw", "pgd-eot", "pgd-median")
+
+SMOOTHED_METHODS = frozenset({"pgd-eot", "pgd-median"})
+"""The adaptive attacks, aimed at the smoothed model itself (plain target: identical to ``pgd``)."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,7 @@ class AttackConfig:
     """One attack and its hyper-parameters; :func:`run_attack` executes it."""
 
     method: str
-    """``fgsm``, ``bim``, ``pgd`` or ``cw``."""
+    """``fgsm``, ``bim``, ``pgd``, ``cw``, or an attack on the smoothed model: ``pgd-eot``, ``pgd-median``."""
 
     eps: float = 10 / 255
     """L-infinity budget of FGSM/BIM/PGD in [0, 1] image units (unused by CW, which is L2-penalised)."""
@@ -50,7 +56,10 @@ class AttackConfig:
     """Sign-step size of BIM/PGD; ``None`` means ``eps / steps``."""
 
     random_start: bool = False
-    """PGD only: start from a uniform random point of the eps-ball."""
+    """PGD (and pgd-eot / pgd-median) only: start from a uniform random point of the eps-ball."""
+
+    eot_samples: int = 8
+    """pgd-eot only: fresh noise draws per step in the expectation."""
 
     c: float = 0.01
     """CW only: weight of the SR loss against the mean squared perturbation."""
@@ -67,6 +76,12 @@ class AttackConfig:
             check_positive("step_size", self.step_size)
         check_positive("c", self.c, allow_zero=False)
         check_positive("learning_rate", self.learning_rate, allow_zero=False)
+        if (
+            isinstance(self.eot_samples, bool)
+            or not isinstance(self.eot_samples, int)
+            or self.eot_samples < 1
+        ):
+            raise InputError(f"eot_samples must be an integer >= 1, got {self.eot_samples!r}")
 
     def replace(self, **changes: object) -> AttackConfig:
         """A copy with some fields changed (validated again)."""
@@ -83,19 +98,33 @@ class AttackConfig:
         if self.method == "cw":
             return f"CW (tanh, Adam lr {self.learning_rate:g}) c={self.c:g}, {self.steps} iterations"
         alpha = self.eps / self.steps if self.step_size is None else self.step_size
-        text = f"{self.method.upper()} eps={in_255(self.eps)}, {self.steps} steps of {in_255(alpha)}"
-        if self.method == "pgd":
+        kind = "BIM" if self.method == "bim" else "PGD"
+        text = f"{kind} eps={in_255(self.eps)}, {self.steps} steps of {in_255(alpha)}"
+        if self.method != "bim":
             text += ", random start" if self.random_start else ", no random start"
+        if self.method == "pgd-eot":
+            text += (
+                f", on the mean SR loss over {self.eot_samples} fresh noise draws per step at the entry's "
+                "sigma (attacker knows the model and sigma, not the seed)"
+            )
+        elif self.method == "pgd-median":
+            text += (
+                ", through the entry's deployed n-sample median with its exact noise "
+                "(attacker knows the seed)"
+            )
         return text
 
 
 EVAL_ATTACKS: dict[str, AttackConfig] = {
     "fgsm": AttackConfig("fgsm", eps=10 / 255),
-    "bim": AttackConfig("bim", eps=10 / 255, steps=10, step_size=2 / 255),
+    "bim": AttackConfig("bim", eps=10 / 255, steps=10),
     "pgd": AttackConfig("pgd", eps=10 / 255, steps=10, step_size=2 / 255, random_start=True),
     "cw": AttackConfig("cw", steps=6, c=0.01, learning_rate=1e-2),
+    "pgd-eot": AttackConfig("pgd-eot", eps=10 / 255, steps=10, step_size=2 / 255, random_start=True),
+    "pgd-median": AttackConfig("pgd-median", eps=10 / 255, steps=10, step_size=2 / 255, random_start=True),
 }
-"""The paper's evaluation attacks (BIM/PGD iteration counts: torchattacks defaults, see the module doc)."""
+"""The paper's evaluation attacks (BIM alpha = eps / T; PGD 2/255 steps as torchattacks, see the module doc)
+and the adaptive attacks on the smoothed model with PGD's settings."""
 
 TRAIN_ATTACKS: dict[str, AttackConfig] = {
     "fgsm": AttackConfig("fgsm", eps=9 / 255),
@@ -110,7 +139,7 @@ def attack_preset(name: str, purpose: str = "eval") -> AttackConfig:
     """The named preset.
 
     Args:
-        name: ``fgsm``, ``bim``, ``pgd`` or ``cw``.
+        name: ``fgsm``, ``bim``, ``pgd`` or ``cw`` (and ``pgd-eot`` / ``pgd-median`` for evaluation).
         purpose: ``"eval"`` (:data:`EVAL_ATTACKS`) or ``"train"`` (:data:`TRAIN_ATTACKS`).
 
     Returns:
@@ -120,7 +149,7 @@ def attack_preset(name: str, purpose: str = "eval") -> AttackConfig:
     if table is None:
         raise InputError(f"purpose must be 'eval' or 'train', got {purpose!r}")
     if name not in table:
-        raise InputError(f"attack must be one of {', '.join(ATTACK_METHODS)}, got {name!r}")
+        raise InputError(f"{purpose} attack must be one of {', '.join(table)}, got {name!r}")
     return table[name]
 
 
@@ -132,6 +161,9 @@ def run_attack(
     loss_fn: SRLossFn,
     *,
     generator: torch.Generator | None = None,
+    target: SmoothingTarget | None = None,
+    noise_generator: torch.Generator | None = None,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Run ``config`` against ``model`` on the LR batch ``x`` with targets ``hr``.
 
@@ -141,7 +173,11 @@ def run_attack(
         x: ``N x C x H x W`` LR batch in [0, 1].
         hr: ``N x C x sH x sW`` ground truth.
         loss_fn: per-image SR loss, ``loss_fn(sr, hr, reduction="none")``.
-        generator: random source of PGD's random start.
+        generator: random source of PGD's random start (pgd-eot and pgd-median start from the same point).
+        target: the smoothed model that ``pgd-eot`` / ``pgd-median`` aim at; ``None`` (a plain model) makes
+            both plain ``pgd``. The other attacks ignore it: they only ever see ``model``.
+        noise_generator: random source of pgd-eot's fresh noise draws.
+        chunk_size: noisy copies per autograd pass of pgd-eot / pgd-median (memory; same result).
 
     Returns:
         The adversarial LR batch (detached, in [0, 1]).
@@ -150,7 +186,7 @@ def run_attack(
         return fgsm(model, x, hr, loss_fn, config.eps)
     if config.method == "bim":
         return bim(model, x, hr, loss_fn, config.eps, config.steps, config.step_size)
-    if config.method == "pgd":
+    if config.method == "pgd" or (config.method in SMOOTHED_METHODS and (target is None or target.plain)):
         return pgd(
             model,
             x,
@@ -161,5 +197,35 @@ def run_attack(
             config.step_size,
             random_start=config.random_start,
             generator=generator,
+        )
+    if config.method == "pgd-eot":
+        return pgd_eot(
+            model,
+            x,
+            hr,
+            loss_fn,
+            config.eps,
+            config.steps,
+            config.step_size,
+            target=target,  # type: ignore[arg-type]
+            eot_samples=config.eot_samples,
+            random_start=config.random_start,
+            generator=generator,
+            noise_generator=noise_generator,
+            chunk_size=chunk_size,
+        )
+    if config.method == "pgd-median":
+        return pgd_median(
+            model,
+            x,
+            hr,
+            loss_fn,
+            config.eps,
+            config.steps,
+            config.step_size,
+            target=target,  # type: ignore[arg-type]
+            random_start=config.random_start,
+            generator=generator,
+            chunk_size=chunk_size,
         )
     return cw(model, x, hr, loss_fn, c=config.c, steps=config.steps, learning_rate=config.learning_rate)

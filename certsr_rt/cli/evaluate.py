@@ -23,9 +23,12 @@ _MODELS_HELP = (
 )
 _CONDITIONS_HELP = (
     "Comma-separated conditions of the LR input: clean, noisy (N(0, 0.03^2)), blurry (Gaussian kernel 10, "
-    "sigma 0.3), jpeg (quality 75), fgsm, bim, pgd (eps 10/255), cw (c 0.01, 6 Adam steps). Attacks are "
-    "white-box against each model's plain generator; smoothed models are evaluated on that same adversarial "
-    "input."
+    "sigma 0.3), jpeg (quality 75), fgsm, bim (eps 10/255, 10 steps of eps/10), pgd (eps 10/255, 10 steps of "
+    "2/255), cw (c 0.01, 6 Adam steps), pgd-eot, pgd-median. fgsm/bim/pgd/cw are transfer attacks: crafted "
+    "white-box against each model's plain generator, smoothed models are scored on that same input. pgd-eot "
+    "and pgd-median attack each smoothed model itself with pgd's settings: pgd-eot on the mean loss over "
+    "--eot-samples fresh noise draws (attacker knows sigma, not the seed), pgd-median through the deployed "
+    "median with the exact noise (attacker knows the seed). On plain models both are pgd."
 )
 
 
@@ -155,14 +158,31 @@ def evaluate_command(
     ] = AttackLoss.l1_perceptual,
     eps: Annotated[
         str | None,
-        typer.Option("--eps", help="Override the L-inf budget of fgsm/bim/pgd, e.g. 8/255 (default 10/255)."),
+        typer.Option(
+            "--eps",
+            help="Override the L-inf budget of fgsm/bim/pgd/pgd-eot/pgd-median, e.g. 8/255 (default 10/255).",
+        ),
     ] = None,
     attack_steps: Annotated[
         int | None,
         typer.Option(
             "--attack-steps",
             min=1,
-            help="Override the iterations of bim/pgd (default 10, step 2/255) and cw (default 6).",
+            help="Override the iterations of bim (default 10, step eps/steps), pgd, pgd-eot, pgd-median "
+            "(default 10, step 2/255) and cw (default 6).",
+        ),
+    ] = None,
+    eot_samples: Annotated[
+        int,
+        typer.Option("--eot-samples", min=1, help="pgd-eot: fresh noise draws per step in the expectation."),
+    ] = 8,
+    attack_chunk: Annotated[
+        int | None,
+        typer.Option(
+            "--attack-chunk",
+            min=1,
+            help="pgd-eot / pgd-median: noisy copies per autograd pass, to bound memory with large models or "
+            "n (same result, one extra forward per copy for pgd-median). Default: all copies at once.",
         ),
     ] = None,
     noise_sigma: Annotated[
@@ -222,11 +242,12 @@ def evaluate_command(
     attacks = dict(EVAL_ATTACKS)
     if eps is not None:
         value = _parse_fraction(eps, "--eps")
-        for name in ("fgsm", "bim", "pgd"):
+        for name in ("fgsm", "bim", "pgd", "pgd-eot", "pgd-median"):
             attacks[name] = attacks[name].replace(eps=value)
     if attack_steps is not None:
-        for name in ("bim", "pgd", "cw"):
+        for name in ("bim", "pgd", "cw", "pgd-eot", "pgd-median"):
             attacks[name] = attacks[name].replace(steps=attack_steps)
+    attacks["pgd-eot"] = attacks["pgd-eot"].replace(eot_samples=eot_samples)
     dev = resolve_device(device)
     err = Console(stderr=True)
 
@@ -272,6 +293,7 @@ def evaluate_command(
             sweep_samples=sweep_samples,
             device=dev,
             seed=seed,
+            attack_chunk=attack_chunk,
             progress=on_step,
         )
     result.settings["lr_source"] = str(lr) if lr is not None else "bicubic x4 downscaling of the HR images"
@@ -291,6 +313,8 @@ def evaluate_command(
         ("--attack-loss", attack_loss.value if loss is not None else None),
         ("--eps", eps),
         ("--attack-steps", attack_steps),
+        ("--eot-samples", eot_samples if "pgd-eot" in condition_list else None),
+        ("--attack-chunk", attack_chunk),
         ("--noise-sigma", noise_sigma),
         ("--blur-size", blur_size),
         ("--blur-sigma", blur_sigma),

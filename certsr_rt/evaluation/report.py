@@ -117,7 +117,7 @@ def _markdown(result: EvaluationResult) -> str:
         *cap_note,
         "## Protocol",
         "",
-        f"- Threat model: {s.get('threat_model', '')}.",
+        f"- Threat model: {s.get('threat_model', '').rstrip('.')}.",
     ]
     if "attack_loss" in s:
         lines.append(f"- Attack loss: {s['attack_loss']}.")
@@ -241,8 +241,9 @@ def write_sweep(result: EvaluationResult, out_dir: str | Path) -> list[Path]:
         "# LPIPS against sigma",
         "",
         f"Mean LPIPS-alex over {len(result.images)} images (lower is better) of median randomized smoothing "
-        "at each sigma; sigma 0 is the plain generator. Attacks are crafted against the plain generator "
-        "(white-box on the base model). The best sigma per column is in bold.",
+        "at each sigma; sigma 0 is the plain generator. fgsm, bim, pgd and cw are crafted against the plain "
+        "generator and transferred; pgd-eot and pgd-median attack each smoothed entry itself. The best sigma "
+        "per column is in bold.",
         "",
     ]
     for source, entries in series.items():

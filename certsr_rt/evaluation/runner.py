@@ -4,11 +4,15 @@ Protocol (what the numbers mean, also written into every report):
 
 * Conditions transform the LR input: ``clean``; ``noisy`` (sensor noise N(0, 0.03^2), clipped to [0, 1]);
   ``blurry`` (Gaussian blur, kernel 10, sigma 0.3); ``jpeg`` (OpenCV JPEG, quality 75); ``fgsm``, ``bim``,
-  ``pgd``, ``cw`` (the paper's evaluation attacks, :data:`certsr_rt.attacks.EVAL_ATTACKS`).
-* Attacks are **white-box against the base generator**: the adversarial LR is crafted with the gradients of
-  the plain generator on the SR loss ``L1 + L_percep`` and the HR ground truth; every entry built on that
-  generator, plain or median-smoothed, is then evaluated on that same adversarial LR. (Attacking the
-  smoothed model itself, e.g. with expectation over the noise, is a different and stronger threat model.)
+  ``pgd``, ``cw`` (the paper's evaluation attacks, :data:`certsr_rt.attacks.EVAL_ATTACKS`); ``pgd-eot`` and
+  ``pgd-median`` (adaptive attacks on the smoothed model, :mod:`certsr_rt.attacks.smoothed`).
+* ``fgsm``, ``bim``, ``pgd`` and ``cw`` are **transfer attacks**: the adversarial LR is crafted with the
+  gradients of the plain generator on the SR loss ``L1 + L_percep`` and the HR ground truth; every entry
+  built on that generator, plain or median-smoothed, is then evaluated on that same adversarial LR.
+  ``pgd-eot`` and ``pgd-median`` attack each smoothed entry itself, through its own sigma and n: PGD on the
+  mean loss over fresh noise draws (the attacker knows sigma, not the seed), and PGD through the deployed
+  median with the exact noise the evaluation uses (the attacker knows the seed). On plain entries both are
+  ``pgd``, and all three start from the same random point.
 * Random draws are seeded from ``seed`` and the image index, so runs repeat exactly, the noisy input of an
   image is the same for every model, and the smoothing noise of an image is the same under every condition.
 * Metrics compare the SR output, clamped to [0, 1] and rounded to 8 bits (BasicSR's ``tensor2img``), with
@@ -35,7 +39,9 @@ import torch.nn.functional as F
 
 from certsr_rt.attacks import (
     EVAL_ATTACKS,
+    SMOOTHED_METHODS,
     AttackConfig,
+    SmoothingTarget,
     gaussian_blur,
     jpeg_compress,
     run_attack,
@@ -64,13 +70,27 @@ __all__ = [
     "sweep_entries",
 ]
 
-CONDITIONS = ("clean", "noisy", "blurry", "jpeg", "fgsm", "bim", "pgd", "cw")
+CONDITIONS = ("clean", "noisy", "blurry", "jpeg", "fgsm", "bim", "pgd", "cw", "pgd-eot", "pgd-median")
 """Every condition :func:`evaluate` knows."""
 
 DEFAULT_CONDITIONS = ("clean", "noisy", "blurry", "fgsm", "bim", "pgd", "cw")
 """The paper's conditions (JPEG is extra and off by default)."""
 
-ATTACK_CONDITIONS = frozenset({"fgsm", "bim", "pgd", "cw"})
+ATTACK_CONDITIONS = frozenset({"fgsm", "bim", "pgd", "cw", "pgd-eot", "pgd-median"})
+
+THREAT_MODEL = (
+    "fgsm, bim, pgd and cw are transfer attacks: the adversarial LR is crafted white-box with the plain "
+    "generator's gradients of the SR loss against the HR ground truth, and every entry built on that "
+    "generator (plain or MRS) is scored on that same input. "
+    "pgd-eot attacks each MRS entry itself with PGD's budget, steps and start, following the gradient of the "
+    "mean SR loss over fresh N(0, sigma^2) noise draws at that entry's sigma, new at every step and "
+    "independent of the deployed seed (the attacker knows the model and sigma, not the seed). "
+    "pgd-median attacks each MRS entry through its deployed n-sample median with the exact noise field the "
+    "evaluation uses for it (the attacker also knows the seed: the strongest white-box attack on the then "
+    "deterministic smoothed model). "
+    "On plain entries and bicubic, pgd-eot and pgd-median are exactly pgd."
+)
+"""The report's threat-model statement: one sentence per attack kind."""
 
 PSNR_CAP_DB = 100.0
 """Ceiling of a per-image PSNR in an evaluation. Identical images have MSE 0 and an infinite PSNR, which would
@@ -280,11 +300,7 @@ def _settings(
         described[c] = attacks[c].describe() if c in ATTACK_CONDITIONS else corruptions.describe(c)
     settings: dict[str, Any] = {
         "conditions": described,
-        "threat_model": (
-            "attacks are white-box against the base generator: the adversarial LR is crafted with the plain "
-            "generator's gradients of the SR loss against the HR ground truth, and every entry built on that "
-            "generator (plain or MRS) is evaluated on that same adversarial LR"
-        ),
+        "threat_model": THREAT_MODEL,
         "metrics": {
             "psnr": f"PSNR in dB on the BT.601 Y channel, {scale}-pixel border shaved, 8-bit images, "
             f"capped at {PSNR_CAP_DB:g} dB per image (identical images, infinite PSNR, count as "
@@ -331,6 +347,7 @@ def evaluate(
     sweep_samples: int = 21,
     device: torch.device | str = "cpu",
     seed: int = 0,
+    attack_chunk: int | None = None,
     lpips_metric: Any = None,
     progress: ProgressFn | None = None,
 ) -> EvaluationResult:
@@ -349,7 +366,9 @@ def evaluate(
         sweep_sigmas: also evaluate every non-bicubic source with MRS at each of these sigmas (0 = plain).
         sweep_samples: n of the sweep's smoothed entries.
         device: where models, attacks and metrics run.
-        seed: seed of every random draw (noise corruption, PGD start, smoothing noise).
+        seed: seed of every random draw (noise corruption, PGD start, smoothing noise, pgd-eot's draws).
+        attack_chunk: noisy copies per autograd pass of pgd-eot / pgd-median (bounds their memory; the
+            result does not depend on it); ``None`` runs all copies of an image in one pass.
         lpips_metric: a ready :class:`certsr_rt.metrics.LPIPSMetric` (built on ``device`` when ``None``).
         progress: called after each image x entry x condition cell.
 
@@ -435,21 +454,30 @@ def evaluate(
         shared: dict[str, torch.Tensor] = {}
         for source, group in by_source.items():
             model = generators[source]
+            transferred: dict[AttackConfig, torch.Tensor] = {}
             for condition in conditions:
-                if condition in ATTACK_CONDITIONS:
-                    x = run_attack(
-                        attacks[condition],
-                        model,
-                        lr,
-                        hr,
-                        attack_loss,  # type: ignore[arg-type]
-                        generator=_cpu_generator(seed, index, source, condition),
-                    )
-                else:
-                    if condition not in shared:
-                        shared[condition] = _corrupt(condition, lr, corruptions, seed, index)
-                    x = shared[condition]
                 for entry in group:
+                    if condition in SMOOTHED_METHODS and entry.smoothed:
+                        target = SmoothingTarget(entry.sigma, entry.samples, seed, noise_key=index)  # type: ignore[arg-type]
+                        x = run_attack(
+                            attacks[condition],
+                            model,
+                            lr,
+                            hr,
+                            attack_loss,  # type: ignore[arg-type]
+                            generator=_cpu_generator(seed, index, source, "pgd"),
+                            target=target,
+                            noise_generator=_cpu_generator(seed, index, entry.key, condition, "noise"),
+                            chunk_size=attack_chunk,
+                        )
+                    elif condition in ATTACK_CONDITIONS:
+                        x = _transfer(
+                            attacks[condition], model, lr, hr, attack_loss, transferred, (seed, index, source)
+                        )
+                    else:
+                        if condition not in shared:
+                            shared[condition] = _corrupt(condition, lr, corruptions, seed, index)
+                        x = shared[condition]
                     if entry.smoothed:
                         sr = upscalers[entry.key](x, noise_key=index)
                     else:
@@ -471,6 +499,34 @@ def evaluate(
     result.settings["seconds"] = round(time.perf_counter() - started, 2)
     result.settings["images"] = len(pairs)
     return result
+
+
+def _transfer(
+    config: AttackConfig,
+    model: SRGenerator,
+    lr: torch.Tensor,
+    hr: torch.Tensor,
+    loss: SRLossFn | None,
+    cache: dict[AttackConfig, torch.Tensor],
+    position: tuple[object, ...],
+) -> torch.Tensor:
+    """The attack crafted on the plain generator, computed once per image and generator.
+
+    ``pgd-eot`` / ``pgd-median`` on a plain model are its ``pgd`` (same settings, same random start), so they
+    share its result.
+    """
+    if config.method in SMOOTHED_METHODS:
+        config = config.replace(method="pgd", eot_samples=AttackConfig.eot_samples)
+    if config not in cache:
+        cache[config] = run_attack(
+            config,
+            model,
+            lr,
+            hr,
+            loss,
+            generator=_cpu_generator(*position, config.method),  # type: ignore[arg-type]
+        )
+    return cache[config]
 
 
 def _corrupt(
