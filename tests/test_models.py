@@ -208,3 +208,28 @@ def test_models_command_prints_table():
     assert lines["tiny-srvgg"].rstrip().endswith("test")
     help_result = CliRunner().invoke(app, ["models", "--help"])
     assert "List the registered models" in help_result.output
+
+
+def test_bundle_weights_script_writes_the_shipped_layout(tmp_path: Path) -> None:
+    import importlib.util
+    import hashlib
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bundle_weights.py"
+    spec = importlib.util.spec_from_file_location("bundle_weights", script)
+    assert spec is not None and spec.loader is not None
+    bundle_weights = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bundle_weights)
+
+    src = load_model("tiny-srvgg")
+    ckpt = tmp_path / "trained.pth"
+    torch.save({"params_ema": src.module.state_dict()}, ckpt)
+    out = tmp_path / "bundled.pth"
+    digest = bundle_weights.bundle(ckpt, out)
+    assert digest == hashlib.sha256(out.read_bytes()).hexdigest()
+    raw = torch.load(out, weights_only=True)
+    assert set(raw) == {"params_ema"}
+    for key, value in raw["params_ema"].items():
+        assert value.dtype == (torch.float16 if value.dim() == 4 else torch.float32), key
+    again = load_model(out)
+    x = torch.rand(1, 3, 12, 12)
+    torch.testing.assert_close(run(again, x), run(src, x), atol=2e-3, rtol=0)
