@@ -151,6 +151,8 @@ def test_upscale_command_onnxruntime_equals_torch_on_a_real_image(tmp_path: Path
             "21",
             "--sigma",
             "0.05",
+            "--seed",
+            "0",
             "--quiet",
         ]
         result = CliRunner().invoke(app, args)

@@ -286,7 +286,7 @@ def test_an_exported_onnx_file_runs_as_the_model(tmp_path: Path) -> None:
     onnx_path = tmp_path / "tiny.onnx"
     export_onnx(load_model("tiny-srvgg"), onnx_path)
     a = write_image(tmp_path / "a.png", _image((H, W, 3), np.uint8))
-    common = ["--device", "cpu", "--samples", "5", "--sigma", "0.05"]
+    common = ["--device", "cpu", "--samples", "5", "--sigma", "0.05", "--seed", "0"]
     by_file = _invoke(a, "--model", onnx_path, *common, "-o", tmp_path / "file.png")  # onnxruntime by default
     assert by_file.exit_code == 0, by_file.stderr
     by_name = _invoke(a, "--model", "tiny-srvgg", *common, "-o", tmp_path / "name.png")

@@ -108,7 +108,17 @@ def upscale_command(
             help="Noisy copies whose outputs are reduced by the median (1: the plain model).",
         ),
     ] = 21,
-    seed: Annotated[int, typer.Option(min=0, max=2**31 - 1, help="Seed of the noise.")] = 0,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=2**31 - 1,
+            help="Seed of the noise, to repeat a run exactly. Default: a fresh seed from the OS each run, "
+            "printed and recorded in the output's metadata (a public seed voids the certificate: the "
+            "smoothed model becomes a fixed function an attacker can differentiate).",
+            show_default=False,
+        ),
+    ] = None,
     model: Annotated[
         str,
         typer.Option(
@@ -340,7 +350,7 @@ class _Run:
         *,
         sigma: float | None,
         samples: int,
-        seed: int,
+        seed: int | None,
         model: str,
         device: str,
         tile: int,
@@ -476,7 +486,7 @@ class _Run:
         *,
         sigma: float | None,
         samples: int,
-        seed: int,
+        seed: int | None,
         device: str,
         tile: int,
         bounds: float | None,
@@ -509,6 +519,12 @@ class _Run:
                 else "conservative default: the model records none"
             )
             self.info(f"sigma {upscaler.smoothing.sigma:g} ({where}; override with --sigma)")
+        if not upscaler.is_plain:
+            chosen = upscaler.smoothing.seed
+            how = "given"
+            if smoothing.seed_drawn:
+                how = f"drawn from the OS; repeat this run with --seed {chosen}"
+            self.info(f"seed {chosen} ({how}; recorded in the output's metadata)")
         return upscaler
 
     def _one(
@@ -542,11 +558,13 @@ class _Run:
         check_image_size(height, width, upscaler.scale, name=source)
         tracker.start(index, n_inputs, source.name, upscaler.work_units(height, width))
         result = upscaler.upscale(image)
-        write_image(target, result.image)
+        provenance = upscaler.provenance()
+        write_image(target, result.image, provenance=provenance)
         self.info(f"wrote {target} ({describe_image(result.image)})")
         if with_bounds and result.lower is not None and result.upper is not None:
             for tag, bound in (("_lower", result.lower), ("_upper", result.upper)):
-                path = write_image(companion_path(target, tag), bound)
+                record = {**provenance, "output": tag[1:] + " bound"}
+                path = write_image(companion_path(target, tag), bound, provenance=record)
                 self.info(f"wrote {path}")
         if with_bounds and result.summary is not None:
             typer.echo(f"{source}: {result.summary.format()}")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from certsr_rt.errors import InputError
 
@@ -120,6 +120,14 @@ class _ProgressLine:
             self.out.flush()
 
 
+def _provenance(upscaler: object, fresh_noise: bool) -> dict[str, Any] | None:
+    """The upscaler's provenance record (one seed for the whole video) and how the noise was keyed."""
+    provenance = getattr(upscaler, "provenance", None)
+    if not callable(provenance):
+        return None
+    return {**provenance(), "fresh_noise": fresh_noise}
+
+
 def upscale_video_file(
     input_path: str | os.PathLike[str],
     output_path: str | os.PathLike[str],
@@ -197,6 +205,7 @@ def upscale_video_file(
             crf=crf,
             audio_from=src if info.has_audio else None,
             audio_offset=info.start_time,
+            provenance=_provenance(upscaler, fresh_noise),
         )
         line = None
         if not quiet and progress is None:

@@ -19,6 +19,12 @@ Every failure is an :class:`~certsr_rt.errors.InputError` with one line, ``canno
 ``cannot write X: ...``, that says what was expected and what came. OpenCV's own log lines and libpng's
 messages are kept off stderr while a file is decoded or encoded.
 
+**Provenance.** :func:`write_image` can record how an output was made (tool, version, model, sigma,
+samples, seed) as one JSON string under the key ``certsr_rt`` (see :data:`PROVENANCE_KEY`): a PNG ``tEXt``
+chunk with that keyword; in TIFF the ImageDescription tag (270) and in JPEG a comment (COM) segment, each
+holding ``certsr_rt=<json>``. WebP and BMP outputs carry none. :func:`read_provenance` reads it back (videos:
+:func:`certsr_rt.io.video.read_video_provenance`).
+
 Writes are atomic: the encoded bytes go to a hidden temporary file in the destination folder that is
 renamed over the destination with :func:`os.replace` only once complete; on any failure, including
 ``KeyboardInterrupt``, the temporary file is removed, so a destination is either the old file, the new
@@ -28,15 +34,16 @@ file, or absent — never half written.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
 import struct
 import threading
 import zlib
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import cv2
 import numpy as np
@@ -46,6 +53,7 @@ from certsr_rt.errors import InputError
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_OUTPUT_PIXELS",
+    "PROVENANCE_KEY",
     "VIDEO_EXTENSIONS",
     "check_image_size",
     "check_not_input",
@@ -55,7 +63,10 @@ __all__ = [
     "expand_inputs",
     "output_is_directory",
     "output_path_for",
+    "parse_provenance",
+    "provenance_text",
     "read_image",
+    "read_provenance",
     "write_image",
 ]
 
@@ -235,7 +246,9 @@ def _decode(data: bytes, p: Path) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- writing
 
 
-def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:
+def write_image(
+    path: str | os.PathLike[str], image: np.ndarray, *, provenance: Mapping[str, Any] | None = None
+) -> Path:
     """Encode ``image`` in the format named by the extension of ``path`` and write it atomically.
 
     What each format keeps (anything else is converted, with a logged warning when information is lost):
@@ -253,6 +266,8 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     Args:
         path: destination; its extension (one of :data:`IMAGE_EXTENSIONS`, any case) picks the format.
         image: ``H x W``, ``H x W x C`` with C in 1..4 (RGB[A] order); ``uint8``, ``uint16`` or ``float32``.
+        provenance: a JSON-serialisable record stored under :data:`PROVENANCE_KEY` (PNG, TIFF, JPEG; see
+            the module notes); read it back with :func:`read_provenance`.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -269,8 +284,168 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:
             f"(expected one of {', '.join(IMAGE_EXTENSIONS)})"
         )
     data = _encode(image, ext, p)
+    if provenance is not None:
+        data = _embed_provenance(data, provenance_text(provenance))
     _atomic_write(p, data)
     return p
+
+
+# -------------------------------------------------------------------------------------------- provenance
+
+PROVENANCE_KEY = "certsr_rt"
+"""The key under which outputs record how they were made (PNG tEXt keyword, video metadata key, and the
+``certsr_rt=`` prefix of a TIFF ImageDescription or JPEG comment)."""
+
+_PROVENANCE_PREFIX = PROVENANCE_KEY + "="
+_TIFF_IMAGE_DESCRIPTION = 270
+_TIFF_ASCII = 2
+_JPEG_COM = 0xFE
+
+
+def provenance_text(record: Mapping[str, Any]) -> str:
+    """The stored form of a provenance record: compact ASCII JSON with sorted keys."""
+    return json.dumps(dict(record), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def parse_provenance(text: str | bytes | None) -> dict[str, Any] | None:
+    """The record in a stored provenance value (JSON, optionally prefixed ``certsr_rt=``), or None."""
+    if text is None:
+        return None
+    if isinstance(text, bytes):
+        text = text.decode("latin-1")
+    text = text.strip().rstrip("\0")
+    if text.startswith(_PROVENANCE_PREFIX):
+        text = text[len(_PROVENANCE_PREFIX) :]
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _png_chunk(tag: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
+
+
+def _embed_provenance(data: bytes, text: str) -> bytes:
+    """``data`` (an encoded image) with ``text`` stored in it; formats without a place are returned as is."""
+    kind = _sniff(data)
+    payload = text.encode("ascii")
+    if kind == "PNG" and data[12:16] == b"IHDR":
+        end_of_ihdr = 8 + 12 + struct.unpack_from(">I", data, 8)[0]
+        chunk = _png_chunk(b"tEXt", PROVENANCE_KEY.encode("latin-1") + b"\0" + payload)
+        return data[:end_of_ihdr] + chunk + data[end_of_ihdr:]
+    if kind == "TIFF" and data[2:4] in (b"*\x00", b"\x00*"):
+        return _tiff_with_description(data, _PROVENANCE_PREFIX.encode("ascii") + payload + b"\0")
+    if kind == "JPEG":
+        comment = _PROVENANCE_PREFIX.encode("ascii") + payload
+        if len(comment) + 2 <= 0xFFFF:
+            return data[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + data[2:]
+    return data
+
+
+def _tiff_with_description(data: bytes, description: bytes) -> bytes:
+    """A classic TIFF whose first IFD is rewritten at the end of the file with an ImageDescription tag.
+
+    The original IFD stays in place, unreferenced; every other offset in the file is unchanged.
+    """
+    bo = "<" if data[:2] == b"II" else ">"
+    ifd = struct.unpack_from(bo + "I", data, 4)[0]
+    count = struct.unpack_from(bo + "H", data, ifd)[0]
+    entries = [data[ifd + 2 + 12 * i : ifd + 14 + 12 * i] for i in range(count)]
+    next_ifd = data[ifd + 2 + 12 * count : ifd + 6 + 12 * count]
+    out = bytearray(data)
+    if len(out) % 2:
+        out += b"\0"
+    text_offset = len(out)
+    out += description
+    if len(out) % 2:
+        out += b"\0"
+    entries = [e for e in entries if struct.unpack_from(bo + "H", e)[0] != _TIFF_IMAGE_DESCRIPTION]
+    entry = struct.pack(bo + "HHII", _TIFF_IMAGE_DESCRIPTION, _TIFF_ASCII, len(description), text_offset)
+    entries.append(entry)
+    entries.sort(key=lambda e: struct.unpack_from(bo + "H", e)[0])
+    new_ifd = len(out)
+    out += struct.pack(bo + "H", len(entries)) + b"".join(entries) + next_ifd
+    struct.pack_into(bo + "I", out, 4, new_ifd)
+    return bytes(out)
+
+
+def read_provenance(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The provenance record a certsr-rt output carries (see :func:`write_image`), or None.
+
+    Only the headers are read (PNG chunks before the image data, the first TIFF IFD, JPEG segments before
+    the scan), so this is cheap on large files.
+
+    Args:
+        path: an image file.
+
+    Returns:
+        The record as a dict (keys ``tool``, ``version``, ``model``, ``sigma``, ``samples``, ``seed``, ...),
+        or None when the file has none, is not a PNG/TIFF/JPEG, or cannot be read.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+            kind = _sniff(head + b"\0" * 16)
+            if kind == "PNG":
+                return _png_provenance(f)
+            if kind == "TIFF" and head[2:4] in (b"*\x00", b"\x00*"):
+                return _tiff_provenance(f, "<" if head[:2] == b"II" else ">", head)
+            if kind == "JPEG":
+                return _jpeg_provenance(f)
+    except (OSError, struct.error, ValueError):
+        return None
+    return None
+
+
+def _png_provenance(f: BinaryIO) -> dict[str, Any] | None:
+    f.seek(8)
+    keyword = PROVENANCE_KEY.encode("latin-1") + b"\0"
+    while True:
+        header = f.read(8)
+        if len(header) < 8:
+            return None
+        length, tag = struct.unpack(">I", header[:4])[0], header[4:]
+        if tag in (b"IDAT", b"IEND"):
+            return None
+        if tag == b"tEXt" and length < 1 << 20:
+            payload = f.read(length)
+            if payload.startswith(keyword):
+                return parse_provenance(payload[len(keyword) :])
+            f.seek(4, os.SEEK_CUR)
+        else:
+            f.seek(length + 4, os.SEEK_CUR)
+
+
+def _tiff_provenance(f: BinaryIO, bo: str, head: bytes) -> dict[str, Any] | None:
+    ifd = struct.unpack_from(bo + "I", head, 4)[0]
+    f.seek(ifd)
+    count = struct.unpack(bo + "H", f.read(2))[0]
+    table = f.read(12 * count)
+    for i in range(count):
+        tag, typ, n, value = struct.unpack_from(bo + "HHII", table, 12 * i)
+        if tag == _TIFF_IMAGE_DESCRIPTION and typ == _TIFF_ASCII and 4 < n < 1 << 20:
+            f.seek(value)
+            text = f.read(n)
+            return parse_provenance(text) if text.startswith(_PROVENANCE_PREFIX.encode("ascii")) else None
+    return None
+
+
+def _jpeg_provenance(f: BinaryIO) -> dict[str, Any] | None:
+    f.seek(2)
+    prefix = _PROVENANCE_PREFIX.encode("ascii")
+    while True:
+        marker = f.read(4)
+        if len(marker) < 4 or marker[0] != 0xFF or marker[1] == _JPEG_SOS[1]:
+            return None
+        length = struct.unpack(">H", marker[2:])[0]
+        if marker[1] == _JPEG_COM:
+            comment = f.read(length - 2)
+            if comment.startswith(prefix):
+                return parse_provenance(comment)
+        else:
+            f.seek(length - 2, os.SEEK_CUR)
 
 
 def _check_array(image: object, p: Path) -> np.ndarray:

@@ -31,6 +31,12 @@ the container has been closed cleanly. On any exception, including ``KeyboardInt
 that was there before, or absent, never a truncated video. :attr:`VideoWriter.frames_written` tells the
 caller how far it got. (Only a hard kill, e.g. ``SIGKILL``, can leave the hidden ``.partial`` file behind.)
 
+**Provenance.** ``VideoWriter(provenance=...)`` stores the record under the container metadata key
+``certsr_rt`` (the same JSON as the image outputs, see :mod:`certsr_rt.io.images`): a global tag in mkv
+and webm (ffmpeg spells it ``CERTSR_RT``), a metadata item in mp4 and mov (written with ffmpeg's
+``movflags=use_metadata_tags``), and in avi, which keeps only its fixed INFO tags, the comment
+(``ICMT``) as ``certsr_rt=<json>``. :func:`read_video_provenance` reads any of them back.
+
 Every failure to open, decode or encode is an :class:`~certsr_rt.errors.InputError` with one line.
 """
 
@@ -38,7 +44,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -58,6 +64,7 @@ __all__ = [
     "count_frames",
     "default_video_codec",
     "probe_video",
+    "read_video_provenance",
 ]
 
 SUPPORTED_VIDEO_EXTENSIONS: tuple[str, ...] = (".avi", ".mkv", ".mov", ".mp4", ".webm")
@@ -293,6 +300,29 @@ class VideoReader:
         self.close()
 
 
+def read_video_provenance(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The provenance record a certsr-rt video carries (see the module notes), or None.
+
+    Args:
+        path: a video file.
+
+    Returns:
+        The record as a dict, or None when the file has none or cannot be opened.
+    """
+    from certsr_rt.io.images import PROVENANCE_KEY, parse_provenance
+
+    av = _av()
+    try:
+        with av.open(str(path), mode="r") as container:
+            metadata = {str(k).lower(): str(v) for k, v in container.metadata.items()}
+    except (av.FFmpegError, OSError, ValueError):
+        return None
+    record = parse_provenance(metadata.get(PROVENANCE_KEY))
+    if record is None and metadata.get("comment", "").startswith(PROVENANCE_KEY + "="):
+        record = parse_provenance(metadata["comment"])
+    return record
+
+
 def count_frames(path: str | os.PathLike[str]) -> int:
     """Count the frames of the first video stream by demuxing and decoding them all (exact, slowish).
 
@@ -370,6 +400,7 @@ class VideoWriter:
         codec: video encoder name (e.g. ``"libx264"``); ``None`` picks by container.
         crf: constant-rate-factor quality for libx264 / libvpx-vp9 (lower is better; defaults 18 / 32);
             ignored by other encoders.
+        provenance: a JSON-serialisable record stored in the container metadata (see the module notes).
         audio_from: a media file whose first audio stream is carried into the output, or ``None``.
         audio_offset: seconds subtracted from the carried audio's timestamps, to keep it in sync with a
             source video stream that started at this time (the output video starts at 0).
@@ -391,6 +422,7 @@ class VideoWriter:
         crf: int | None = None,
         audio_from: str | os.PathLike[str] | None = None,
         audio_offset: float = 0.0,
+        provenance: Mapping[str, Any] | None = None,
     ) -> None:
         av = _av()
         self.path = Path(path)
@@ -418,11 +450,22 @@ class VideoWriter:
         self._audio_in: Any = None
         self._closed = False
         try:
-            self._container = av.open(str(self.temporary_path), mode="w", format=_MUXERS[ext])
+            options = {"movflags": "use_metadata_tags"} if ext in (".mp4", ".mov") and provenance else {}
+            self._container = av.open(
+                str(self.temporary_path), mode="w", format=_MUXERS[ext], options=options
+            )
         except (av.FFmpegError, OSError) as exc:
             self._remove_temporary()
             raise InputError(f"cannot write {self.path}: {_ffmpeg_reason(exc)}") from None
         try:
+            if provenance is not None:
+                from certsr_rt.io.images import PROVENANCE_KEY, provenance_text
+
+                text = provenance_text(provenance)
+                if ext == ".avi":
+                    self._container.metadata["comment"] = f"{PROVENANCE_KEY}={text}"
+                else:
+                    self._container.metadata[PROVENANCE_KEY] = text
             self._video = self._add_video_stream(av, crf)
             if audio_from is not None:
                 self._add_audio(Path(audio_from), ext, audio_offset)

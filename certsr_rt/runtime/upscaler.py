@@ -116,7 +116,8 @@ class Upscaler:
             exported model (a certsr-rt ``.onnx`` file or TensorRT ``.engine``, by path or as an
             :class:`~certsr_rt.export.exported.ExportedModel`).
         smoothing: sigma, samples, seed, chunk size. ``sigma=None`` takes the model's recommended sigma
-            (or :data:`CONSERVATIVE_SIGMA` for a checkpoint without one).
+            (or :data:`CONSERVATIVE_SIGMA` for a checkpoint without one); ``seed=None`` (and no
+            ``smoothing`` at all) draws a fresh seed from the OS, recorded in :meth:`provenance`.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         backend: a backend name (``torch``, ``onnxruntime``, ``tensorrt``, ``auto``) or a ready
             :class:`~certsr_rt.runtime.backends.base.Backend`. ``None``: ``torch`` for a model or
@@ -212,6 +213,25 @@ class Upscaler:
     def is_plain(self) -> bool:
         """Whether this runs the plain model: sigma 0 or a single sample (no noise is added then)."""
         return self.samples == 1
+
+    def provenance(self) -> dict[str, Any]:
+        """The record outputs carry so the run can be repeated (see :func:`certsr_rt.io.images.write_image`).
+
+        Returns:
+            ``{"tool", "version", "model", "sigma", "samples", "seed", "tile"}``: with the same input,
+            these options and the same backend and precision, the output is reproduced exactly.
+        """
+        from certsr_rt import __version__
+
+        return {
+            "tool": "certsr-rt",
+            "version": __version__,
+            "model": self.model.name,
+            "sigma": self.smoothing.sigma,
+            "samples": self.samples,
+            "seed": self.smoothing.seed,
+            "tile": self.tile,
+        }
 
     def work_units(self, height: int, width: int) -> int:
         """How many ``progress`` steps one ``height x width`` image takes (tiles x chunks)."""
