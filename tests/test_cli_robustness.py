@@ -122,3 +122,26 @@ def test_export_checks_the_folder_is_writable_before_exporting(
         == f"error: cannot write into {blocker / 'sub'}: {blocker} is a file, not a folder"
     )
     assert exports == []
+
+
+# ---------------------------------------------------------------------------------------- NaN model
+
+
+def test_a_model_that_outputs_nan_is_an_error_and_nothing_is_written(tmp_path: Path) -> None:
+    import numpy as np
+    from safetensors.torch import save_file
+
+    from certsr_rt.io.images import write_image
+    from certsr_rt.models import load_model
+
+    weights = {k: v.clone() for k, v in load_model("tiny-srvgg").module.state_dict().items()}
+    next(iter(weights.values())).fill_(float("nan"))
+    checkpoint = tmp_path / "broken.safetensors"
+    save_file(weights, str(checkpoint))
+    source = write_image(tmp_path / "in.png", np.full((8, 8, 3), 128, np.uint8))
+    result = _cli("upscale", source, "--model", checkpoint, "--device", "cpu", "--samples", "3", "-q")
+    assert result.exit_code == 1, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {source}: the model broken from ") and "produced NaN or inf" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.safetensors", "in.png"]
+    assert "invalid value" not in result.output

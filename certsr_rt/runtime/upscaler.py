@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from certsr_rt._device import resolve_device
-from certsr_rt.errors import InputError, first_line
+from certsr_rt.errors import BackendError, InputError, first_line
 from certsr_rt.runtime.backends.base import Backend
 from certsr_rt.runtime.tiling import Tile, blend_weights, make_tiles
 from certsr_rt.smoothing.config import SmoothingConfig
@@ -454,6 +454,10 @@ class Upscaler:
                 done += 1
                 if self.progress is not None:
                     self.progress(done, total)
+            # A model that gives NaN/inf (broken weights, an overflow) would be written as a black or
+            # clipped image; half precision has already been recomputed in fp32 by the backend.
+            if not bool(torch.isfinite(outputs).all()):
+                raise BackendError(self._non_finite_message())
             med, stats = median_and_order_statistics(outputs, ranks)
             del outputs
             stacked = torch.stack([med, *stats])
@@ -474,6 +478,15 @@ class Upscaler:
         lower, upper = result[1:2], result[2:3]
         summary = summarize_bounds(lower.clamp(0, 1), upper.clamp(0, 1), image.clamp(0, 1), ranks=self.ranks)
         return UpscaleResult(image, lower, upper, summary)
+
+    def _non_finite_message(self) -> str:
+        source = getattr(self.model, "source", None) or getattr(self.model, "path", None)
+        where = f" from {source}" if source and not str(source).startswith("generated:") else ""
+        return (
+            f"the model {self.model.name}{where} produced NaN or inf on this input ({self.backend.name} "
+            f"backend, {self.backend.precision}, {self.device}); its weights may be broken (check the "
+            "checkpoint); no output was made"
+        )
 
     def _noise(self, key: int, tile: Tile, start: int, k: int, channels: int) -> torch.Tensor:
         """The noise field for samples ``[start, start + k)`` of ``tile``, cached across calls."""
