@@ -18,7 +18,10 @@ def resolve_device(device: str | torch.device, *, check_available: bool = True) 
             callers above it have checked, and its own logic is tested on CPU with fake GPU libraries.
 
     Returns:
-        The device. ``cuda`` without an index stays without one (the current device at use).
+        The device, a CUDA one always with its index: ``cuda`` becomes ``cuda:N`` for the current device
+        (``cuda:0`` where CUDA is not available and ``check_available`` is False). Tensors report
+        ``cuda:N``, and ``torch.device("cuda") != torch.device("cuda:0")``: a device kept without its index
+        would not compare equal to the tensors placed on it.
 
     Raises:
         InputError: not a device name, a device type other than CPU or CUDA, or CUDA requested where it is
@@ -36,4 +39,6 @@ def resolve_device(device: str | torch.device, *, check_available: bool = True) 
         raise InputError(f"Expected a device such as auto, cpu, cuda or cuda:N, but got {device!r}")
     if check_available and dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!s} was requested but CUDA is not available (use cpu or auto)")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
     return dev

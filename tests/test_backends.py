@@ -177,6 +177,23 @@ def test_create_backend_by_name_and_errors() -> None:
         assert backends.resolve_device("auto") == torch.device("cpu")
 
 
+def test_cuda_without_an_index_becomes_the_current_device_everywhere(monkeypatch) -> None:
+    """torch.device("cuda") != torch.device("cuda:0"): a backend kept on "cuda" refused every tensor."""
+    from certsr_rt._device import resolve_device
+
+    assert torch.device("cuda") != torch.device("cuda", 0)  # why the index must be filled in
+    assert resolve_device("cuda", check_available=False) == torch.device("cuda", 0)  # no CUDA here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert resolve_device("cuda") == torch.device("cuda", 1)
+    assert resolve_device(torch.device("cuda")) == torch.device("cuda", 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0) and resolve_device("auto").index == 1
+    # Every backend, however it is created, holds the normalised device.
+    backend = TorchBackend(tiny_srvgg(), "cuda", "fp32")
+    assert backend.device == torch.device("cuda", 1) and str(backend.device) == "cuda:1"
+    assert backends.create_backend("torch", tiny_srvgg(), torch.device("cuda"), "fp32").device.index == 1
+
+
 def test_auto_picks_onnxruntime_on_cpu_when_installed_else_torch(monkeypatch, cache: Path) -> None:
     model = tiny_srvgg()
     monkeypatch.setattr(backends, "_installed", lambda name: False)
@@ -239,6 +256,44 @@ def test_onnxruntime_session_errors_are_backend_errors(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:2000])  # truncated after it was described
     with pytest.raises(BackendError, match="onnxruntime could not load .*m.onnx: "):
         backend.activate()
+
+
+def test_onnxruntime_refuses_a_cuda_session_that_came_up_on_the_cpu(monkeypatch, tmp_path: Path) -> None:
+    """onnxruntime creates a CPU session when the CUDA provider fails to load: that is a BackendError."""
+    from certsr_rt.runtime.backends import onnxruntime_backend
+
+    asked: list[Any] = []
+
+    class Session:
+        def __init__(self, path: str, sess_options: Any, providers: list[Any]) -> None:
+            asked.append(providers)
+
+        def get_providers(self) -> list[str]:
+            return list(fake.session_providers)
+
+        def get_inputs(self) -> list[Any]:
+            return [types.SimpleNamespace(name="input")]
+
+        def get_outputs(self) -> list[Any]:
+            return [types.SimpleNamespace(name="output")]
+
+    fake = types.SimpleNamespace(
+        SessionOptions=lambda: types.SimpleNamespace(),
+        InferenceSession=Session,
+        get_available_providers=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        session_providers=["CPUExecutionProvider"],
+    )
+    monkeypatch.setattr(onnxruntime_backend, "require", lambda *args: fake)
+    backend = onnxruntime_backend.OnnxRuntimeBackend(tiny_srvgg(), "cuda")
+    assert backend.device == torch.device("cuda:0")  # normalised: compares equal to its tensors' device
+    backend.onnx_path = tmp_path / "m.onnx"  # skip the export; the fake session reads nothing
+    message = r"could not start its CUDA provider on cuda:0 .*CPUExecutionProvider"
+    with pytest.raises(BackendError, match=message):
+        backend.activate()
+    assert not backend.is_active and backend.session is None
+    assert asked[0][0] == ("CUDAExecutionProvider", {"device_id": 0})
+    fake.session_providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert backend.activate().is_active
 
 
 @pytest.mark.parametrize(
@@ -827,15 +882,46 @@ class _FakeStream:
         self.device = device
 
 
-def _trt_backend_on_a_pretend_gpu(monkeypatch, model: Any, **kwargs: Any):
-    """A TensorRTBackend activated with the fake tensorrt, a pretend H100 and a stand-in stream."""
+def _trt_backend_on_a_pretend_gpu(monkeypatch, model: Any, device: str = "cuda:0", **kwargs: Any):
+    """A TensorRTBackend activated with the fake tensorrt, a pretend H100, a stand-in stream and a device
+    guard that records ``("enter", device)`` / ``("exit",)`` in the fake's calls."""
     from certsr_rt.runtime.backends.tensorrt_backend import TensorRTBackend
 
     trt, calls = make_fake_trt()
+
+    class DeviceGuard:
+        def __init__(self, device: Any) -> None:
+            self.device = device
+
+        def __enter__(self) -> None:
+            calls.append(("enter", str(self.device)))
+
+        def __exit__(self, *exc: object) -> None:
+            calls.append(("exit",))
+
     monkeypatch.setattr(GpuInfo, "of", classmethod(lambda cls, device: H100))
     monkeypatch.setattr(torch.cuda, "Stream", _FakeStream)
-    backend = TensorRTBackend(model, "cuda:0", trt_module=trt, **kwargs)
+    monkeypatch.setattr(torch.cuda, "device", DeviceGuard)
+    backend = TensorRTBackend(model, device, trt_module=trt, **kwargs)
     return backend, trt, calls
+
+
+@needs_ort
+def test_tensorrt_builds_loads_and_creates_contexts_on_its_own_device(monkeypatch, tmp_path: Path) -> None:
+    """TensorRT works on the current device: every build, deserialisation and context is under a guard."""
+    model = tiny_srvgg()
+    backend, _, calls = _trt_backend_on_a_pretend_gpu(monkeypatch, model, device="cuda:1", cache_dir=tmp_path)
+    assert backend.device == torch.device("cuda:1")
+    backend.activate()
+    backend._fall_back_to_fp32()
+    names = [c[0] for c in calls]
+    assert names.count("enter") == 2 and all(c == ("enter", "cuda:1") for c in calls if c[0] == "enter")
+    depth = 0
+    for name in names:
+        depth += {"enter": 1, "exit": -1}.get(name, 0)
+        if name in ("build", "deserialize", "context"):
+            assert depth == 1, f"{name} ran outside the device guard: {names}"
+    assert depth == 0 and {"build", "deserialize", "context"} <= set(names)
 
 
 @needs_ort

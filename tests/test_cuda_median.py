@@ -399,3 +399,72 @@ def test_a_given_stream_waits_for_the_current_one_before_the_launch(monkeypatch)
     log.clear()
     cm.median_and_order_statistics(torch.randn(21, 4, 5))
     assert log == ["launch on current"]
+
+
+# ----------------------------------------------------------------------------- toolchain failures (fake, CPU)
+
+
+class _FakeNvrtc:
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self.calls = 0
+
+    def nvrtcVersion(self) -> tuple:  # noqa: N802 - NVRTC's name
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        return (0, 13, 0)
+
+
+def _pretend_cuda(monkeypatch, nvrtc: _FakeNvrtc, bindings: str | None, torch_cuda: str) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cm, "_bindings", lambda: (nvrtc, _FakeDriver()))
+    monkeypatch.setattr(cm, "_bindings_version", lambda: bindings)
+    monkeypatch.setattr(torch.version, "cuda", torch_cuda)
+    monkeypatch.setattr(cm, "_toolchain", cm._NOT_PROBED)
+    monkeypatch.setattr(cm, "_unavailable", None)
+
+
+def test_a_missing_libnvrtc_is_found_by_the_availability_check_with_one_warning(monkeypatch, caplog) -> None:
+    # What cuda.pathfinder raises when libnvrtc.so.13 is not on the machine.
+    nvrtc = _FakeNvrtc(RuntimeError("Unable to load libnvrtc.so.13\nsearched: ..."))
+    _pretend_cuda(monkeypatch, nvrtc, "13.0.1", "13.0")
+    with caplog.at_level("WARNING", logger="certsr_rt"):
+        first = cm.kernel_unavailable_reason("cuda:0")
+        second = cm.kernel_unavailable_reason("cuda:0")
+    assert first == second == "NVRTC could not be loaded: Unable to load libnvrtc.so.13"
+    assert nvrtc.calls == 1 and len(caplog.records) == 1
+    assert "using torch" in caplog.records[0].getMessage()
+
+
+def test_cuda_python_of_another_cuda_major_than_torch_is_refused(monkeypatch) -> None:
+    nvrtc = _FakeNvrtc()
+    _pretend_cuda(monkeypatch, nvrtc, "13.0.1", "12.8")
+    reason = cm.kernel_unavailable_reason("cuda:0")
+    assert reason is not None and "cuda-python 13.0.1 is for CUDA 13, but torch runs CUDA 12.8" in reason
+    assert "pip install 'cuda-python>=12,<13'" in reason and nvrtc.calls == 0
+    _pretend_cuda(monkeypatch, nvrtc, "12.9.0", "12.8")
+    assert cm.kernel_unavailable_reason("cuda:0") is None and nvrtc.calls == 1
+
+
+def test_any_compile_or_load_failure_falls_back_to_torch_once(monkeypatch, caplog) -> None:
+    """A RuntimeError from compiling (not a BackendError) must not reach the Upscaler."""
+    _with_fake_driver(monkeypatch, _FakeDriver())
+    monkeypatch.setattr(cm, "_unavailable", None)
+    monkeypatch.setattr(cm, "kernel_unavailable_reason", lambda device: None)
+    stream = type("S", (), {"cuda_stream": 7})()
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: stream)
+
+    def broken(spec: cm.KernelSpec, arch: str) -> bytes:
+        raise RuntimeError("Unable to load libnvrtc-builtins.so.13.0")
+
+    monkeypatch.setattr(cm, "compile_kernel", broken)
+    x = torch.randn(21, 3, 4, 5, generator=torch.Generator().manual_seed(0))
+    with caplog.at_level("WARNING", logger="certsr_rt"):
+        med, _ = cm.median_and_order_statistics(x)
+    assert torch.equal(med, aggregate.median(x))
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "could not be compiled or loaded for sm_90: Unable to load libnvrtc-builtins" in warning
+    assert cm._unavailable is not None and "kernel failed once" in cm._unavailable
+    with pytest.raises(BackendError, match="could not be compiled or loaded"):
+        cm.median_and_order_statistics(x, method="network")  # an explicit method still says why

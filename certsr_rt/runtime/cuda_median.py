@@ -3,8 +3,9 @@
 :func:`median_and_order_statistics` has the signature of
 :func:`certsr_rt.smoothing.aggregate.median_and_order_statistics` and returns the same values. For a CUDA
 tensor (fp32, fp16 or bf16) it runs a kernel compiled at run time with NVRTC through NVIDIA's
-``cuda-python`` bindings (``pip install 'certsr-rt[gpu]'``); on CPU, for other dtypes, or when the bindings
-are missing it runs the torch implementation (:mod:`certsr_rt.smoothing.aggregate`).
+``cuda-python`` bindings (``pip install 'certsr-rt[gpu]'``); on CPU, for other dtypes, when the bindings
+are missing or built for another CUDA major than torch's, or when NVRTC or the kernel fails to load or
+compile (one warning per process), it runs the torch implementation (:mod:`certsr_rt.smoothing.aggregate`).
 
 The kernel. One thread per output element, the n samples in registers:
 
@@ -49,7 +50,7 @@ from typing import Any
 
 import torch
 
-from certsr_rt.errors import BackendError, InputError, MissingDependencyError
+from certsr_rt.errors import BackendError, InputError, MissingDependencyError, first_line
 from certsr_rt.smoothing import aggregate
 from certsr_rt.smoothing.network import (
     NETWORK_MAX_N,
@@ -332,24 +333,90 @@ def _function(spec: KernelSpec, device: torch.device) -> Any:
             return _functions[key]
         _, driver = _bindings()
         major, minor = torch.cuda.get_device_capability(index)
-        cubin = compile_kernel(spec, f"sm_{major}{minor}")
-        with _primary_context_current(driver, index):
-            module = _check(driver.cuModuleLoadData(cubin), "cuModuleLoadData")
-            _modules.append(module)
-            fn = _check(driver.cuModuleGetFunction(module, spec.entry.encode()), "cuModuleGetFunction")
+        try:
+            cubin = compile_kernel(spec, f"sm_{major}{minor}")
+            with _primary_context_current(driver, index):
+                module = _check(driver.cuModuleLoadData(cubin), "cuModuleLoadData")
+                _modules.append(module)
+                fn = _check(driver.cuModuleGetFunction(module, spec.entry.encode()), "cuModuleGetFunction")
+        except (BackendError, MissingDependencyError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - cuda.pathfinder raises RuntimeError for a missing library
+            raise BackendError(
+                f"the CUDA median kernel could not be compiled or loaded for sm_{major}{minor}: "
+                f"{first_line(exc)}"
+            ) from exc
         log.debug("compiled %s (n=%d, ranks=%s) for sm_%d%d", spec.entry, spec.n, spec.ranks, major, minor)
         _functions[key] = fn
         return fn
 
 
+_NOT_PROBED = "not probed"
+_toolchain: str | None = _NOT_PROBED
+
+
+def _cuda_major(version: str | None) -> int | None:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return None
+
+
+def _bindings_version() -> str | None:
+    """The installed cuda-python version (``cuda-bindings`` since 12.6, ``cuda-python`` before)."""
+    from importlib import metadata
+
+    for dist in ("cuda-bindings", "cuda-python"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _toolchain_problem() -> str | None:
+    """Why cuda-python cannot serve this torch, or None; checked once per process, one warning if not.
+
+    cuda-python of CUDA major X loads ``libnvrtc.so.X`` (through cuda.pathfinder, which raises a
+    ``RuntimeError`` when the library is missing), and its cubins need a driver of CUDA X: its major must
+    be the CUDA major torch is built with. Then NVRTC is loaded once (``nvrtcVersion``), so a missing
+    library is found here, not in the middle of an image.
+    """
+    global _toolchain
+    if _toolchain is not _NOT_PROBED:
+        return _toolchain
+    nvrtc, _ = _bindings()
+    problem = None
+    version = _bindings_version()
+    have, want = _cuda_major(version), _cuda_major(torch.version.cuda)
+    if have is not None and want is not None and have != want:
+        problem = (
+            f"cuda-python {version} is for CUDA {have}, but torch runs CUDA {torch.version.cuda}; install "
+            f"the matching major: pip install 'cuda-python>={want},<{want + 1}'"
+        )
+    else:
+        try:
+            _check(nvrtc.nvrtcVersion(), "nvrtcVersion")
+        except Exception as exc:  # noqa: BLE001 - RuntimeError (pathfinder), OSError (dlopen), BackendError
+            problem = f"NVRTC could not be loaded: {first_line(exc)}"
+    if problem is not None:
+        log.warning("CUDA median kernel unavailable, using torch: %s", problem)
+    _toolchain = problem
+    return problem
+
+
 def kernel_unavailable_reason(device: torch.device | str | None = None) -> str | None:
     """Why the kernel would not run for tensors on ``device``, or ``None`` when it would.
+
+    The first call on a CUDA device also checks the toolchain (:func:`_toolchain_problem`: cuda-python's
+    CUDA major against torch's, and that NVRTC loads), with one warning when it fails.
 
     Args:
         device: a torch device; ``None`` means the current CUDA device.
 
     Returns:
-        A short reason (no CUDA device, cuda-python missing, ...) or ``None``.
+        A short reason (no CUDA device, cuda-python missing or of another CUDA major, NVRTC not loadable,
+        the kernel failed once) or ``None``.
     """
     dev = torch.device(device) if device is not None else torch.device("cuda")
     if dev.type != "cuda":
@@ -357,10 +424,10 @@ def kernel_unavailable_reason(device: torch.device | str | None = None) -> str |
     if not torch.cuda.is_available():
         return "no CUDA device is available"
     try:
-        _bindings()
+        problem = _toolchain_problem()
     except MissingDependencyError as exc:
         return str(exc)
-    return _unavailable
+    return problem if problem is not None else _unavailable
 
 
 def _launch(
@@ -464,7 +531,8 @@ def median_and_order_statistics(
     except (BackendError, MissingDependencyError) as exc:
         if explicit:
             raise
-        # A broken toolchain (e.g. an NVRTC older than the GPU) must not stop inference: fall back once.
+        # A broken toolchain (e.g. an NVRTC older than the GPU, a library that does not load) must not stop
+        # inference: fall back, with one warning, for the rest of the process.
         _unavailable = f"kernel failed once in this process: {exc}"
         log.warning("CUDA median kernel unavailable, using torch: %s", exc)
         return aggregate.median_and_order_statistics(samples, ranks)

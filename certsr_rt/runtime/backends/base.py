@@ -18,6 +18,7 @@ from typing import ClassVar
 
 import torch
 
+from certsr_rt._device import resolve_device
 from certsr_rt.errors import BackendError, InputError
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,9 @@ class Backend(ABC):
 
     Attributes:
         name: backend name as used on the command line (``torch``, ``onnxruntime``, ``tensorrt``).
-        device: where :meth:`infer` takes and returns tensors.
+        device: where :meth:`infer` takes and returns tensors; a CUDA device always has its index
+            (``cuda`` given becomes ``cuda:N``, :func:`~certsr_rt._device.resolve_device`), so that it
+            compares equal to the device of the tensors placed on it.
         scale: upscaling factor of the generator.
         in_channels: channels the generator expects.
         precision: ``fp32``, ``fp16`` or ``bf16`` — the compute precision actually used.
@@ -47,7 +50,7 @@ class Backend(ABC):
         precision: str,
         max_batch: int | None = None,
     ) -> None:
-        self.device = device
+        self.device = resolve_device(device, check_available=False)
         self.scale = scale
         self.in_channels = in_channels
         self.precision = precision

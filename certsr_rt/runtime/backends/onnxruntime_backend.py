@@ -5,7 +5,9 @@ see :func:`certsr_rt.export.onnx.cached_onnx`) or the path of an ``.onnx`` file 
 ``certsr-rt export`` (its metadata gives the scale and channels).
 
 On CUDA, inputs and outputs stay in torch-owned device memory and are bound with IO binding: no host
-copies. The CUDA path is written to onnxruntime's documented API but has not run on a GPU here.
+copies. A session that comes up without the CUDA provider (onnxruntime falls back to the CPU silently
+when the provider's libraries do not load) is refused with a :class:`~certsr_rt.errors.BackendError`. The
+CUDA path is written to onnxruntime's documented API but has not run on a GPU here.
 """
 
 from __future__ import annotations
@@ -129,9 +131,10 @@ class OnnxRuntimeBackend(Backend):
         if self.threads is not None:
             options.intra_op_num_threads = self.threads
         if self.device.type == "cuda":
-            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
-            self.device = torch.device("cuda", index)
-            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+            providers: list[Any] = [
+                ("CUDAExecutionProvider", {"device_id": self.device.index}),
+                "CPUExecutionProvider",
+            ]
         else:
             providers = ["CPUExecutionProvider"]
         try:
@@ -140,6 +143,18 @@ class OnnxRuntimeBackend(Backend):
             )
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own pybind exception types
             raise BackendError(f"onnxruntime could not load {self.onnx_path}: {first_line(exc)}") from exc
+        if self.device.type == "cuda":
+            # A CUDA provider that fails to load (CUDA or cuDNN libraries missing or of another major
+            # version) is not an error to onnxruntime: it logs and creates a CPU session, and IO binding
+            # of device pointers then fails with a raw error. Refuse here, so that auto falls through.
+            used = self.session.get_providers()
+            if not used or used[0] != "CUDAExecutionProvider":
+                self.session = None
+                raise BackendError(
+                    f"onnxruntime could not start its CUDA provider on {self.device} (the session got "
+                    f"{used}); onnxruntime-gpu needs the CUDA and cuDNN libraries of its build: see the "
+                    "onnxruntime messages above"
+                )
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
 

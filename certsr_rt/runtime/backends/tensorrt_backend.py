@@ -157,15 +157,17 @@ class TensorRTBackend(Backend):
         )
 
     def _activate_impl(self) -> None:
-        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
-        self.device = torch.device("cuda", index)
-        self._gpu = GpuInfo.of(self.device)
-        if self.engine_path is None:
-            self.engine_path, key = self._prepare(self.precision)
-        else:
-            key = self._wanted_key(self._gpu)
-        self._load(key)
-        self._stream = torch.cuda.Stream(self.device)
+        # TensorRT builds, deserialises and creates contexts on the *current* CUDA device, not on the one
+        # the backend was given: on cuda:1 (a torchrun rank, --device cuda:1) every call runs under a
+        # guard that makes our device current and restores the caller's afterwards.
+        with torch.cuda.device(self.device):
+            self._gpu = GpuInfo.of(self.device)
+            if self.engine_path is None:
+                self.engine_path, key = self._prepare(self.precision)
+            else:
+                key = self._wanted_key(self._gpu)
+            self._load(key)
+            self._stream = torch.cuda.Stream(self.device)
 
     def _prepare(self, precision: str) -> tuple[Path, EngineKey]:
         """A cached or newly built engine for the model's ONNX export in ``precision``."""
@@ -219,8 +221,9 @@ class TensorRTBackend(Backend):
         # the half-precision engine.
         self.context = self.engine = None
         self.onnx_path = None
-        self.engine_path, key = self._prepare("fp32")
-        self._load(key)
+        with torch.cuda.device(self.device):
+            self.engine_path, key = self._prepare("fp32")
+            self._load(key)
 
     def _deactivate_impl(self) -> None:
         self.context = None
@@ -238,7 +241,7 @@ class TensorRTBackend(Backend):
         stream = self._stream
         assert stream is not None
         stream.wait_stream(current)
-        with torch.cuda.stream(stream):
+        with torch.cuda.device(self.device), torch.cuda.stream(stream):
             if not self.context.set_input_shape(self._input, tuple(x.shape)):
                 raise BackendError(
                     f"TensorRT rejected input shape {tuple(x.shape)} ({self.profile.describe()})"
