@@ -305,6 +305,23 @@ def test_adaptive_attacks_aim_at_each_smoothed_entry_and_are_pgd_on_plain_ones(
         assert sentence in markdown
 
 
+@pytest.mark.slow
+def test_bicubic_baseline_is_matlab_bicubic_on_set5(assets: Path, lpips_metric: LPIPSMetric) -> None:
+    """The published bicubic x4 on Set5 (MATLAB imresize, LR_x4 -> HR): 28.42 dB PSNR-Y, border 4."""
+    entries = parse_model_specs("bicubic")
+    set5 = assets / "data" / "Set5"
+    result = evaluate(
+        entries,
+        load_image_pairs(set5 / "HR", set5 / "LR_x4"),
+        ["clean"],
+        generators=load_generators(entries, "cpu"),
+        lpips_metric=lpips_metric,
+    )
+    cell = result.cell(result.entries[0], "clean")
+    assert cell.images == 5
+    assert cell.psnr == pytest.approx(28.42, abs=0.02)
+
+
 def test_evaluate_is_reproducible(hr_dir: Path, lpips_metric: LPIPSMetric) -> None:
     a = run_tiny(hr_dir, lpips_metric, conditions=["noisy", "pgd"], seed=3)
     b = run_tiny(hr_dir, lpips_metric, conditions=["noisy", "pgd"], seed=3)
