@@ -145,3 +145,133 @@ def test_a_model_that_outputs_nan_is_an_error_and_nothing_is_written(tmp_path: P
     assert line.startswith(f"error: {source}: the model broken from ") and "produced NaN or inf" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.safetensors", "in.png"]
     assert "invalid value" not in result.output
+
+
+# ------------------------------------------------------------------------------ upscale: re-runs, folders
+
+FAST = ["--model", "tiny-srvgg", "--device", "cpu", "--samples", "3", "--seed", "1"]
+
+
+def _png(path: Path, seed: int = 0) -> Path:
+    import numpy as np
+
+    from certsr_rt.io.images import write_image
+
+    rng = np.random.default_rng(seed)
+    return write_image(path, rng.integers(0, 256, (8, 10, 3), dtype=np.uint8))
+
+
+def test_rerunning_upscale_on_a_folder_skips_its_own_outputs(tmp_path: Path) -> None:
+    _png(tmp_path / "chip.png")
+    first = _cli("upscale", tmp_path, *FAST, "--bounds", "0.001", "--alpha", "0.5", "--samples", "9")
+    assert first.exit_code == 0, first.output
+    outputs = ["chip.png", "chip_x4.png", "chip_x4_lower.png", "chip_x4_upper.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == outputs
+    again = _cli("upscale", tmp_path, *FAST)
+    assert again.exit_code == 0, again.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == outputs  # no chip_x4_x4.png
+    skipped = [line for line in again.stderr.splitlines() if line.startswith("skipping ")]
+    assert len(skipped) == 1 and skipped[0].startswith("skipping 3 file(s) that are certsr-rt outputs")
+    assert "error" not in again.stderr and f"wrote {tmp_path / 'chip_x4.png'}" in again.stderr
+    # a folder holding only outputs: nothing to do, said once, exit 0
+    (tmp_path / "chip.png").unlink()
+    only = _cli("upscale", tmp_path, *FAST)
+    assert only.exit_code == 0, only.output
+    assert "nothing to upscale" in only.stderr and "wrote" not in only.stderr
+
+
+def test_an_output_renamed_is_still_recognised_by_its_metadata(tmp_path: Path) -> None:
+    from certsr_rt.io.images import read_provenance
+
+    _png(tmp_path / "chip.png")
+    assert _cli("upscale", tmp_path / "chip.png", *FAST).exit_code == 0
+    (tmp_path / "chip_x4.png").rename(tmp_path / "big.png")
+    assert read_provenance(tmp_path / "big.png") is not None
+    again = _cli("upscale", tmp_path, *FAST)
+    assert again.exit_code == 0, again.output
+    assert "skipping 1 file(s)" in again.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png", "chip.png", "chip_x4.png"]
+    # named explicitly, an output is upscaled
+    explicit = _cli("upscale", tmp_path / "big.png", *FAST)
+    assert explicit.exit_code == 0 and (tmp_path / "big_x4.png").is_file()
+
+
+def test_an_unwritable_output_folder_is_found_before_the_model_is_loaded(tmp_path: Path) -> None:
+    source = _png(tmp_path / "chip.png")
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    # a model name that does not exist: its error would come first if the folder were checked later
+    result = _cli("upscale", source, "-o", f"{blocker}/sub/", "--model", "no-such-model")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot write into {blocker / 'sub'}: {blocker} is a file, not a folder "
+        "(1 input(s) not upscaled)"
+    ]
+
+
+def test_a_read_only_or_full_folder_is_refused_before_any_compute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    from certsr_rt.io import images
+
+    real_open = os.open
+
+    def read_only(path: object, *args: object, **kwargs: object) -> int:
+        if ".certsr-rt-write-test." in str(path):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, *args, **kwargs)
+
+    source = _png(tmp_path / "chip.png")
+    monkeypatch.setattr(images.os, "open", read_only)
+    result = _cli("upscale", source, "-o", tmp_path / "out/", "--model", "no-such-model")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (
+        f"error: cannot write into {tmp_path / 'out'}: Read-only file system (1 input(s) not upscaled)"
+    )
+    monkeypatch.setattr(images.os, "open", real_open)
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(images.os, "write", full)
+    with pytest.raises(images.InputError, match="No space left on device"):
+        images.check_writable(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chip.png"]  # the probe is removed
+
+
+def test_stale_partial_files_of_a_killed_run_are_removed_and_said(tmp_path: Path) -> None:
+    import os
+    import time
+
+    source = _png(tmp_path / "chip.png")
+    old = time.time() - 3600
+    stale = [tmp_path / ".chip_x4.png.0123abcd.tmp", tmp_path / ".chip_x4.partial-89abcdef.png"]
+    unrelated = [tmp_path / ".other_x4.png.0123abcd.tmp", tmp_path / ".chip_x4.png.notours.tmp"]
+    for p in stale + unrelated:
+        p.write_bytes(b"partial")
+        os.utime(p, (old, old))
+    result = _cli("upscale", source, *FAST)
+    assert result.exit_code == 0, result.output
+    for p in stale:
+        assert not p.exists()
+        assert f"removed {p}, a partial file left by an interrupted run" in result.stderr
+    assert all(p.exists() for p in unrelated)
+
+
+def test_stale_partial_files_lists_only_old_files_of_our_naming(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from certsr_rt.io.images import stale_partial_files
+
+    target = tmp_path / "clip_x4.mp4"
+    start = time.time()
+    old, new = tmp_path / ".clip_x4.partial-00112233.mp4", tmp_path / ".clip_x4.partial-44556677.mp4"
+    for p in (old, new, tmp_path / ".clip_x4.partial-00112233.mkv", tmp_path / ".clip.partial-00112233.mp4"):
+        p.write_bytes(b"x")
+    os.utime(old, (start - 10, start - 10))
+    os.utime(new, (start + 10, start + 10))  # a write that began after this run started
+    assert stale_partial_files(target, older_than=start) == [old]

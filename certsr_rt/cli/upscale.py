@@ -20,6 +20,7 @@ already written is complete and no partial file is left (writes are atomic).
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from enum import Enum
 from pathlib import Path
@@ -334,6 +335,7 @@ class _Run:
         self.finished = 0
         self.failed = 0
         self.exit_code = 0
+        self.started = time.time()
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -360,20 +362,36 @@ class _Run:
         precision: str,
         console: Any,
     ) -> None:
-        from certsr_rt.io.images import expand_inputs, output_is_directory
+        from certsr_rt.io.images import expand_inputs, is_own_output, output_is_directory
 
-        # 1. inputs: every pattern on its own, so that one missing file does not stop the others.
+        # 1. inputs: every pattern on its own, so that one missing file does not stop the others. A folder
+        # or glob leaves out this tool's own outputs (NAME_x4*, or carrying its metadata), so that a
+        # re-run does not upscale them again; a file named explicitly is always taken.
         files: list[Path] = []
         seen: set[Path] = set()
+        own_outputs: list[Path] = []
         for pattern in patterns:
             try:
+                explicit = Path(pattern).expanduser().is_file()
                 for f in expand_inputs([pattern]):
-                    if f.resolve() not in seen:
-                        seen.add(f.resolve())
+                    if f.resolve() in seen:
+                        continue
+                    seen.add(f.resolve())
+                    if not explicit and is_own_output(f):
+                        own_outputs.append(f)
+                    else:
                         files.append(f)
             except CertSRError as exc:
                 self.fail(f"error: {exc}")
+        if own_outputs:
+            self.info(
+                f"skipping {len(own_outputs)} file(s) that are certsr-rt outputs (e.g. {own_outputs[0]}); "
+                "name a file explicitly to upscale it"
+            )
         self.total = len(files) + self.failed
+        if not files and not self.failed:
+            self.info("nothing to upscale: every input found is a certsr-rt output")
+            return
         try:
             output_is_directory(output, len(files))
         except InputError as exc:
@@ -381,8 +399,10 @@ class _Run:
             self.exit_code = 2
             return
 
-        # 2. outputs
+        # 2. outputs: planned, their folders checked writable and cleared of what a killed run left,
+        # all before the model is loaded
         plan = self._plan(files, output, bounds is not None)
+        plan = self._check_folders(plan)
         if not plan:
             self.exit_code = 1
             return
@@ -451,6 +471,38 @@ class _Run:
             if self.total > 1:
                 _err(f"{self.failed} of {self.total} inputs failed")
             self.exit_code = 1
+
+    def _check_folders(self, plan: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+        """Check the output folders before any compute; clear what a killed earlier run left there.
+
+        Inputs whose output folder cannot be written are dropped, with one line per folder. Hidden
+        temporary files of this run's outputs, older than the run, are removed, each with one line.
+        """
+        from certsr_rt.io.images import check_writable, stale_partial_files
+
+        blocked: dict[Path, str] = {}
+        for folder in dict.fromkeys(target.parent for _, target in plan):
+            try:
+                check_writable(folder)
+            except CertSRError as exc:
+                blocked[folder] = str(exc)
+        kept = []
+        for source, target in plan:
+            if target.parent in blocked:
+                self.failed += 1
+                continue
+            kept.append((source, target))
+            for stale in stale_partial_files(target, older_than=self.started):
+                try:
+                    stale.unlink()
+                except OSError as exc:
+                    _err(f"warning: cannot remove {stale}, left by an interrupted run: {exc.strerror or exc}")
+                else:
+                    self.info(f"removed {stale}, a partial file left by an interrupted run")
+        for folder, message in blocked.items():
+            n = sum(1 for _, target in plan if target.parent == folder)
+            _err(f"error: {message} ({n} input(s) not upscaled)")
+        return kept
 
     def _plan(self, files: list[Path], output: str | None, with_bounds: bool) -> list[tuple[Path, Path]]:
         from certsr_rt.io.images import VIDEO_EXTENSIONS, check_not_input, companion_path, output_path_for

@@ -37,11 +37,13 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import struct
 import threading
 import zlib
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -59,6 +61,8 @@ __all__ = [
     "check_not_input",
     "check_writable",
     "companion_path",
+    "is_own_output",
+    "stale_partial_files",
     "describe_image",
     "expand_inputs",
     "output_is_directory",
@@ -838,6 +842,72 @@ def check_writable(folder: str | os.PathLike[str]) -> None:
         os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(probe)
+
+
+# The names this tool gives its outputs: NAME_x4.EXT and its companions NAME_x4_<tag>.EXT (the _lower and
+# _upper bounds, the radius map).
+_OUTPUT_STEM = re.compile(r"_x4(_[a-z0-9]+)*$", re.IGNORECASE)
+
+
+def is_own_output(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` looks like a certsr-rt output: by its name, or by the provenance record it carries.
+
+    Used to leave a previous run's outputs out when a folder or glob is upscaled again.
+
+    Args:
+        path: an image or video file.
+
+    Returns:
+        True for ``NAME_x4.EXT`` / ``NAME_x4_<tag>.EXT`` names and for files whose metadata says
+        ``{"tool": "certsr-rt", ...}`` (see :func:`read_provenance`).
+    """
+    p = Path(path)
+    if _OUTPUT_STEM.search(p.stem):
+        return True
+    if p.suffix.lower() in VIDEO_EXTENSIONS:
+        try:
+            from certsr_rt.io.video import read_video_provenance
+
+            record = read_video_provenance(p)
+        except ImportError:  # no video support installed: the name rule alone
+            return False
+    else:
+        record = read_provenance(p)
+    return record is not None and record.get("tool") == "certsr-rt"
+
+
+def stale_partial_files(target: str | os.PathLike[str], older_than: float) -> list[Path]:
+    """Temporary files of this tool's atomic writes of ``target`` that a hard kill left behind.
+
+    The names are those :func:`write_image` (``.NAME.<hex8>.tmp``) and the video writer
+    (``.STEM.partial-<hex8>EXT``) give their temporary files in ``target``'s folder; only files last
+    modified before ``older_than`` (a :func:`time.time` value: the start of this run) count, so the
+    temporary file of a write in progress is never listed.
+
+    Args:
+        target: an output path.
+        older_than: modification-time cut-off, seconds since the epoch.
+
+    Returns:
+        The stale files, sorted.
+    """
+    out = Path(target)
+    image_tmp = re.compile(rf"\.{re.escape(out.name)}\.[0-9a-f]{{8}}\.tmp")
+    video_tmp = re.compile(rf"\.{re.escape(out.stem)}\.partial-[0-9a-f]{{8}}{re.escape(out.suffix)}")
+    found = []
+    try:
+        candidates = list(out.parent.glob(f".{glob_escape(out.stem)}*"))
+    except OSError:
+        return []
+    for c in candidates:
+        if not (image_tmp.fullmatch(c.name) or video_tmp.fullmatch(c.name)):
+            continue
+        try:
+            if c.is_file() and not c.is_symlink() and c.stat().st_mtime < older_than:
+                found.append(c)
+        except OSError:
+            continue
+    return sorted(found)
 
 
 # ------------------------------------------------------------------------------------------------ stderr
