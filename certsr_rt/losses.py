@@ -5,15 +5,20 @@ The same :class:`SRLoss` (``L1 + L_percep``, equations 1-2 of the CertSR paper) 
 training and one crafted for evaluation target the same objective.
 
 Perceptual features. ESRGAN compares VGG19 ImageNet features at ``conv5_4`` *before* its ReLU. VGG19
-weights come from torchvision (a download on first use). Offline, pass a local ``features.N.*`` state dict;
-the VGG16 ImageNet features shipped in ``../shared/assets`` are the closest substitute, and for VGG16 the
-corresponding layer is ``conv5_3`` before its ReLU (the last convolution of the last block, as ``conv5_4``
-is for VGG19). The two give losses of the same kind but different values: a number measured with one is not
-comparable with a number measured with the other.
+weights come from torchvision (a download on first use). When they cannot be had (offline, or torchvision
+missing), the loss falls back, with a one-line warning, to the VGG16 ImageNet features bundled with the
+package (``models/weights/vgg16_features_imagenet1k_v1_fp16.pth``: torchvision's
+``VGG16_Weights.IMAGENET1K_V1`` ``features``, stored in fp16, loaded as fp32), whose corresponding layer is
+``conv5_3`` before its ReLU (the last convolution of the last block, as ``conv5_4`` is for VGG19). A local
+``features.N.*`` state dict can also be given. VGG16 and VGG19 give losses of the same kind but different
+values: a number measured with one is not comparable with a number measured with the other, so
+:attr:`PerceptualLoss.weights_source` says which was used (evaluation reports record it).
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from certsr_rt._deps import require
-from certsr_rt.errors import InputError, ModelLoadError
+from certsr_rt.errors import InputError, MissingDependencyError, ModelLoadError, first_line
 
 __all__ = [
     "VGG_CONFIGS",
@@ -42,6 +47,17 @@ VGG_CONFIGS: dict[str, tuple[int, ...]] = {
 _DEFAULT_LAYER = {"vgg16": "conv5_3", "vgg19": "conv5_4"}
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
+log = logging.getLogger(__name__)
+
+BUNDLED_VGG16_FILE = "vgg16_features_imagenet1k_v1_fp16.pth"
+"""The bundled perceptual backbone, in ``certsr_rt/models/weights`` (sha256 in ``SHA256SUMS``)."""
+
+BUNDLED_VGG16_SOURCE = (
+    f"the bundled VGG16 ImageNet features ({BUNDLED_VGG16_FILE}: torchvision VGG16_Weights.IMAGENET1K_V1, "
+    "fp16 copy)"
+)
+""":attr:`PerceptualLoss.weights_source` when the bundled VGG16 is used."""
+
 _OFFLINE_HINT = (
     "pass a local VGG features file instead, e.g. "
     "--perceptual-weights ../shared/assets/weights/vgg16_features_imagenet1k_v1.pth "
@@ -138,6 +154,18 @@ def _features_from_file(path: Path) -> tuple[str, dict[str, torch.Tensor]]:
     return _features_from_state(state, str(path))
 
 
+def _features_bundled() -> tuple[str, dict[str, torch.Tensor]]:
+    """The bundled VGG16 ImageNet ``features`` (fp16 on disk, cast to fp32), after checking its sha256."""
+    from certsr_rt.models.loader import read_bundled_weights
+
+    data = read_bundled_weights(BUNDLED_VGG16_FILE, "the bundled VGG16 perceptual weights")
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds for a bad file
+        raise ModelLoadError(f"cannot read the bundled {BUNDLED_VGG16_FILE}: {first_line(exc)}") from exc
+    return _features_from_state(state, BUNDLED_VGG16_FILE)
+
+
 def _features_from_torchvision() -> tuple[str, dict[str, torch.Tensor]]:
     """VGG19 ImageNet weights at torchvision's URL, through the torch hub cache (downloads once, 548 MB)."""
     tv_models = require("torchvision.models", "train", "the VGG19 perceptual loss")
@@ -152,6 +180,14 @@ def _features_from_torchvision() -> tuple[str, dict[str, torch.Tensor]]:
     return _features_from_state(state, url)
 
 
+def _short_reason(exc: BaseException) -> str:
+    """Why torchvision's VGG19 could not be had, without the advice that follows in the error."""
+    cause = exc.__cause__
+    if isinstance(exc, ModelLoadError) and cause is not None:
+        return f"{type(cause).__name__}: {first_line(cause)}"
+    return first_line(exc)
+
+
 class PerceptualLoss(nn.Module):
     """Distance between VGG ImageNet features of two images (ESRGAN's perceptual loss), frozen.
 
@@ -163,7 +199,8 @@ class PerceptualLoss(nn.Module):
     Args:
         weights_path: a local file with a VGG16 or VGG19 ``features.N.*`` state dict (torchvision layout;
             ``classifier.*`` keys are ignored). ``None`` takes VGG19 ImageNet from torchvision, which needs
-            the network the first time.
+            the network the first time; when that fails (offline, no torchvision) it warns in one line and
+            uses the bundled VGG16 ImageNet features (:data:`BUNDLED_VGG16_SOURCE`).
         layers: which layers and with what weight: a mapping ``{"conv5_4": 1.0}`` or a sequence of names
             (weight 1 each). Names are those of :func:`vgg_layer_names` (``convB_I`` is the output of the
             convolution before its ReLU, ``reluB_I`` after). ``None`` means ESRGAN's choice: ``conv5_4`` for
@@ -171,7 +208,7 @@ class PerceptualLoss(nn.Module):
         device: where the network lives.
 
     Raises:
-        ModelLoadError: the weights cannot be read or obtained (offline without ``weights_path``).
+        ModelLoadError: the weights cannot be read (a bad ``weights_path``, a damaged bundled file).
         InputError: a layer name that the detected VGG does not have, or a negative weight.
     """
 
@@ -183,14 +220,24 @@ class PerceptualLoss(nn.Module):
         device: str | torch.device = "cpu",
     ) -> None:
         super().__init__()
-        if weights_path is None:
-            vgg_type, state = _features_from_torchvision()
-        else:
+        if weights_path is not None:
             vgg_type, state = _features_from_file(Path(weights_path))
+            source = str(weights_path)
+        else:
+            try:
+                vgg_type, state = _features_from_torchvision()
+                source = "torchvision VGG19_Weights.IMAGENET1K_V1"
+            except (ModelLoadError, MissingDependencyError) as exc:
+                vgg_type, state = _features_bundled()
+                source = BUNDLED_VGG16_SOURCE
+                log.warning(
+                    "VGG19 perceptual weights unavailable (%s); using %s, layer conv5_3 by default",
+                    _short_reason(exc),
+                    BUNDLED_VGG16_SOURCE,
+                )
         self.vgg_type = vgg_type
-        self.weights_source = (
-            "torchvision VGG19_Weights.IMAGENET1K_V1" if weights_path is None else str(weights_path)
-        )
+        self.weights_source = source
+        """Where the VGG weights came from: the torchvision VGG19, the bundled VGG16, or the given file."""
         names = vgg_layer_names(vgg_type)
         if layers is None:
             layers = {_DEFAULT_LAYER[vgg_type]: 1.0}

@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from certsr_rt.errors import CertSRError, InputError, ModelLoadError
+from certsr_rt.errors import InputError, MissingDependencyError, ModelLoadError
 from certsr_rt.losses import (
+    BUNDLED_VGG16_SOURCE,
     VGG_CONFIGS,
     PerceptualLoss,
     RelativisticAverageGANLoss,
@@ -177,16 +178,50 @@ def test_bad_layer_and_bad_files(tmp_path: Path, tiny_vgg16_file: Path) -> None:
         loss(images(size=32), images(size=16))
 
 
-def test_offline_torchvision_failure_is_a_clear_certsr_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_falls_back_to_the_bundled_vgg16_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     pytest.importorskip("torchvision")
 
     def no_network(*args: object, **kwargs: object) -> None:
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
-    with pytest.raises(CertSRError, match="--perceptual-weights") as info:
-        PerceptualLoss()
-    assert "vgg16_features_imagenet1k_v1.pth" in str(info.value)
+    with caplog.at_level("WARNING", logger="certsr_rt.losses"):
+        loss = PerceptualLoss()
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "\n" not in warnings[0].getMessage()
+    assert "Name or service not known" in warnings[0].getMessage()
+    assert "bundled VGG16" in warnings[0].getMessage()
+    assert loss.vgg_type == "vgg16" and loss.layer_weights == {"conv5_3": 1.0}
+    assert loss.weights_source == BUNDLED_VGG16_SOURCE
+    assert all(p.dtype == torch.float32 for p in loss.parameters())
+    sr, hr = images(seed=1), images(seed=2)
+    assert float(loss(sr, hr)) > 0 and float(loss(hr, hr)) == 0
+
+
+def test_missing_torchvision_falls_back_to_the_bundled_vgg16(monkeypatch: pytest.MonkeyPatch) -> None:
+    import certsr_rt.losses as losses_mod
+
+    def missing() -> None:
+        raise MissingDependencyError("torchvision", "train", "the VGG19 perceptual loss")
+
+    monkeypatch.setattr(losses_mod, "_features_from_torchvision", missing)
+    assert PerceptualLoss().weights_source == BUNDLED_VGG16_SOURCE
+
+
+def test_bundled_vgg16_is_the_fp16_rounded_shared_file() -> None:
+    """The bundled copy is the ImageNet VGG16 of ../shared/assets rounded to fp16 (skip where absent)."""
+    from certsr_rt.losses import _features_bundled
+
+    vgg_type, bundled = _features_bundled()
+    assert vgg_type == "vgg16" and len(bundled) == 26
+    assert all(v.dtype == torch.float32 for v in bundled.values())
+    if not VGG16_FILE.is_file():
+        pytest.skip("../shared/assets/weights/vgg16_features_imagenet1k_v1.pth is not present")
+    original = torch.load(VGG16_FILE, map_location="cpu", weights_only=True)
+    for key, value in original.items():
+        assert torch.equal(bundled[key.removeprefix("features.")], value.half().float()), key
 
 
 @pytest.mark.slow

@@ -145,8 +145,8 @@ def evaluate_command(
         typer.Option(
             "--perceptual-weights",
             help="Local VGG16/VGG19 ImageNet 'features.N.*' state dict for the attack loss. Default: VGG19 "
-            "from torchvision (needs the network once). Offline, e.g. "
-            "../shared/assets/weights/vgg16_features_imagenet1k_v1.pth (VGG16 conv5_3 before ReLU).",
+            "from torchvision (needs the network once); where it cannot be had, the bundled VGG16 ImageNet "
+            "features (conv5_3 before ReLU) with a warning. The report records which was used.",
         ),
     ] = None,
     attack_loss: Annotated[

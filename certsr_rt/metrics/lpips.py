@@ -10,11 +10,9 @@ pnet_rand=True)`` (random trunk, no download) and copy the bundled torchvision A
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import warnings
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,40 +23,20 @@ from certsr_rt.errors import InputError, ModelLoadError
 
 __all__ = ["LPIPSMetric"]
 
-_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights"
 _ALEXNET_FILE = "alexnet_features_imagenet1k_v1.pth"
 # torchvision AlexNet ``features`` index -> the lpips slice that holds it under the same name.
 _ALEX_SLICES = {0: "slice1", 3: "slice2", 6: "slice3", 8: "slice4", 10: "slice5"}
 
 
-def _expected_sha256(filename: str) -> str:
-    sums = _WEIGHTS_DIR / "SHA256SUMS"
-    try:
-        lines = sums.read_text().splitlines()
-    except OSError as exc:
-        raise ModelLoadError(f"cannot read {sums}: {exc}") from exc
-    for line in lines:
-        parts = line.split()
-        if len(parts) == 2 and parts[1].lstrip("*") == filename:
-            return parts[0].lower()
-    raise ModelLoadError(f"{sums} has no entry for {filename}")
-
-
 @lru_cache(maxsize=1)
 def _alexnet_features() -> dict[str, torch.Tensor]:
     """The bundled AlexNet ``features.*`` state dict, after checking its sha256."""
-    path = _WEIGHTS_DIR / _ALEXNET_FILE
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ModelLoadError(f"cannot read the bundled AlexNet weights {path}: {exc}") from exc
-    expected = _expected_sha256(_ALEXNET_FILE)
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected:
-        raise ModelLoadError(f"{path} has sha256 {actual}, expected {expected} (from SHA256SUMS)")
+    from certsr_rt.models.loader import read_bundled_weights
+
+    data = read_bundled_weights(_ALEXNET_FILE, "the bundled AlexNet weights")
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
-        raise ModelLoadError(f"{path} should hold a state dict, got {type(state).__name__}")
+        raise ModelLoadError(f"{_ALEXNET_FILE} should hold a state dict, got {type(state).__name__}")
     return state
 
 

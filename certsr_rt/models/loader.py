@@ -48,7 +48,7 @@ from certsr_rt.models.registry import (
     scale_of,
 )
 
-__all__ = ["detect_architecture", "load_model", "load_state_dict_file"]
+__all__ = ["detect_architecture", "load_model", "load_state_dict_file", "read_bundled_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -414,6 +414,29 @@ def _to_fp32(state_dict: StateDict) -> StateDict:
         k: (v.float() if v.is_floating_point() and v.dtype != torch.float32 else v).contiguous()
         for k, v in state_dict.items()
     }
+
+
+def read_bundled_weights(filename: str, what: str) -> bytes:
+    """The bytes of a file in ``models/weights``, after checking its sha256 against ``SHA256SUMS``.
+
+    Args:
+        filename: the file's name in the bundled weights folder.
+        what: what it is, for the error message (``"the bundled AlexNet weights"``).
+
+    Raises:
+        ModelLoadError: the file is missing or unreadable, has no ``SHA256SUMS`` entry, or another sha256.
+    """
+    path = _WEIGHTS_DIR / filename
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise ModelLoadError(f"cannot read {what} {path}: {reason} (reinstall certsr-rt)") from exc
+    expected = _bundled_sha256(filename)
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise ModelLoadError(f"{path} has sha256 {actual}, expected {expected} (from SHA256SUMS)")
+    return data
 
 
 def _bundled_sha256(filename: str) -> str:

@@ -101,7 +101,8 @@ class TrainConfig:
 
     perceptual_weights: str | None = None
     """Local VGG features file for the perceptual loss (e.g. ``vgg16_features_imagenet1k_v1.pth``);
-    ``None`` uses torchvision's VGG19 ImageNet weights (downloaded by torchvision on first use)."""
+    ``None`` uses torchvision's VGG19 ImageNet weights (downloaded by torchvision on first use), or where they
+    cannot be had the bundled VGG16 ImageNet features, with a warning."""
 
     perceptual_layers: tuple[str, ...] = ()
     """VGG layers compared by the perceptual loss, each ``"name"`` (weight 1) or ``"name=weight"``, e.g.
