@@ -275,3 +275,45 @@ def test_stale_partial_files_lists_only_old_files_of_our_naming(tmp_path: Path) 
     os.utime(old, (start - 10, start - 10))
     os.utime(new, (start + 10, start + 10))  # a write that began after this run started
     assert stale_partial_files(target, older_than=start) == [old]
+
+
+# -------------------------------------------------------------------------------------- train signals
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "word"), [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")]
+)
+def test_train_stopped_by_a_signal_writes_a_checkpoint_and_exits_128_plus_the_signal(
+    tmp_path: Path, sig: str, code: int, word: str
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    hr = tmp_path / "hr"
+    for i in range(2):
+        _png(hr / f"{i}.png", seed=i)
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "certsr_rt.cli.app", "train", "--model", "tiny-srvgg", "--hr-dir", str(hr),
+        "--hr-crop", "8", "--batch-size", "1", "--iterations", "100000", "--perceptual-weight", "0",
+        "--gan-weight", "0", "--output-dir", str(out), "--log-every", "1", "--no-progress", "--device", "cpu",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        log = out / "loss_log.jsonl"
+        deadline = time.monotonic() + 60
+        while not (log.is_file() and log.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(getattr(signal, sig))
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, stderr
+    checkpoint = Path(stdout.strip().splitlines()[-1])
+    assert checkpoint.is_file() and checkpoint.parent == out / "checkpoints"
+    assert f"{word} (" in stderr and "Traceback" not in stderr

@@ -392,3 +392,7 @@ def train_command(
     result = train(cfg)
     if result.generator_file is not None and os.environ.get("RANK", "0") == "0":
         typer.echo(str(result.generator_file))
+    if result.signal is not None:
+        # Stopped by a signal after writing the checkpoint: exit as the shell does for that signal
+        # (130 Ctrl-C, 143 SIGTERM), so that a script can tell a stop from a finished run.
+        raise typer.Exit(128 + result.signal)

@@ -125,6 +125,8 @@ class TrainResult:
         stop_reason: ``"done"``, ``"time limit"``, ``"signal"`` or ``"stop_after"``.
         elapsed_s: wall time of this call.
         iterations_run: updates done by this call.
+        signal: for ``"signal"``, the signal's number (``SIGINT`` 2, ``SIGTERM`` 15); the CLI exits with
+            128 + it after the checkpoint is written.
     """
 
     iteration: int
@@ -133,6 +135,7 @@ class TrainResult:
     stop_reason: str
     elapsed_s: float
     iterations_run: int
+    signal: int | None = None
 
 
 def _resolve_device(name: str, dist_info: DistInfo) -> torch.device:
@@ -310,6 +313,7 @@ class Trainer:
         self._window: dict[str, float] = dict.fromkeys(LOG_KEYS, 0.0)
         self._window_count = 0
         self._stop_signal = False
+        self.stop_signal: int | None = None  # the signal number that stopped the run, if any
         self.last_generator_file: Path | None = None
         self.last_state_file: Path | None = None
 
@@ -700,7 +704,9 @@ class Trainer:
             if self._stop_signal and signum == signal.SIGINT:
                 raise KeyboardInterrupt
             self._stop_signal = True
-            self.log(f"signal {signum}: stopping after this iteration with a checkpoint")
+            self.stop_signal = signum
+            what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted (Ctrl-C)"
+            self.log(f"{what}: stopping after this iteration with a checkpoint")
 
         previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -774,7 +780,13 @@ class Trainer:
             + (f"; generator: {self.last_generator_file}" if self.last_generator_file else "")
         )
         return TrainResult(
-            self.iteration, self.last_generator_file, self.last_state_file, reason, elapsed, done
+            self.iteration,
+            self.last_generator_file,
+            self.last_state_file,
+            reason,
+            elapsed,
+            done,
+            signal=self.stop_signal if reason == "signal" else None,
         )
 
     def close(self) -> None:
