@@ -18,6 +18,19 @@ def assets() -> Path:
     return ASSETS
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_model_cache(tmp_path_factory: pytest.TempPathFactory):
+    """ONNX exports and engines go to a cache of this test session, never into the user's ~/.cache.
+
+    ``upscale`` runs onnxruntime by default on CPU, so most command tests export their tiny model once
+    (per session, thanks to the content-addressed cache). Tests that need a cache of their own set
+    ``CERTSR_RT_CACHE`` themselves.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CERTSR_RT_CACHE", str(tmp_path_factory.mktemp("certsr-rt-cache")))
+        yield
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():
         return

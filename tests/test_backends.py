@@ -208,6 +208,14 @@ def test_auto_picks_onnxruntime_on_cpu_when_installed_else_torch(monkeypatch, ca
     assert chosen.name in ("onnxruntime", "torch")
 
 
+def test_upscale_default_backend_is_onnxruntime_on_cpu_when_installed(monkeypatch) -> None:
+    monkeypatch.setattr(backends, "_installed", lambda name: True)
+    assert backends.default_backend("cpu") == "auto"  # auto on CPU: onnxruntime, then torch
+    assert backends.default_backend("cuda:0") == "torch"
+    monkeypatch.setattr(backends, "_installed", lambda name: name == "onnxruntime")  # no onnx to export
+    assert backends.default_backend("cpu") == "torch"
+
+
 def test_auto_order_on_cuda(monkeypatch) -> None:
     from certsr_rt.runtime.backends import onnxruntime_backend
 

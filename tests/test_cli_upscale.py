@@ -313,15 +313,32 @@ def test_the_one_time_onnx_export_is_announced_unless_quiet(tmp_path: Path) -> N
     assert "warning" not in loud.stderr
 
 
+def test_onnxruntime_is_the_default_on_cpu_and_torch_stays_available(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    a = write_image(tmp_path / "a.png", _image((H, W, 3), np.uint8))
+    args = [a, "--model", "tiny-srvgg", "--device", "cpu", "--samples", "3", "--seed", "1"]
+    default = _invoke(*args, "-o", tmp_path / "d.png", env={"CERTSR_RT_CACHE": str(tmp_path / "c")})
+    assert default.exit_code == 0 and "auto backend: using onnxruntime on cpu" in default.stderr
+    assert "exporting tiny-srvgg to ONNX (fp32)" in default.stderr  # the one-time export, announced
+    again = _invoke(*args, "-o", tmp_path / "e.png", env={"CERTSR_RT_CACHE": str(tmp_path / "c")})
+    assert again.exit_code == 0 and "exporting" not in again.stderr  # cached
+    plain = _invoke(*args, "--backend", "torch", "-o", tmp_path / "t.png")
+    assert plain.exit_code == 0 and "backend" not in plain.stderr
+    d, t = read_image(tmp_path / "d.png").astype(int), read_image(tmp_path / "t.png").astype(int)
+    assert np.abs(d - t).max() <= 1  # same noise on both backends; uint8 rounding at most
+
+
 def test_sigterm_in_a_real_process_exits_143_and_leaves_no_partial_file(tmp_path: Path) -> None:
     a = write_image(tmp_path / "a.png", _image((32, 32, 3), np.uint8))
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "certsr_rt.cli.app", "upscale", str(a), "-o", f"{out}/"]
     cmd += ["--model", "tiny-rrdbnet", "--device", "cpu", "--samples", "5000", "--tile", "0"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    # The first stderr line, "sigma 0.06 (model default ...)", means the model is loaded and work starts.
+    # The first stderr line means the model is loaded and work starts: "sigma 0.06 (model default ...)",
+    # or before it the backend chosen by default (onnxruntime on CPU where it is installed).
     code, line, err = signal_after_first_line(cmd, signal.SIGTERM, env=env, stream="stderr", delay=1.0)
-    assert line.startswith("sigma"), line + err
+    assert line.startswith(("sigma", "auto backend: using onnxruntime on cpu")), line + err
     assert code == 143, err
     assert "terminated after 0 of 1 inputs" in err and "Traceback" not in err
     assert not out.exists() or _files(out) == []

@@ -161,8 +161,9 @@ def upscale_command(
         BackendChoice | None,
         typer.Option(
             case_sensitive=False,
-            help="Inference backend. Default: torch; onnxruntime for an .onnx --model, tensorrt for an "
-            ".engine.",
+            help="Inference backend. Default: on CPU onnxruntime when installed (the model is exported "
+            "once into the cache; torch if that fails), else torch; onnxruntime for an .onnx --model, "
+            "tensorrt for an .engine.",
             show_default=False,
         ),
     ] = None,
@@ -550,6 +551,11 @@ class _Run:
         from certsr_rt.smoothing.certify import BoundsConfig
         from certsr_rt.smoothing.config import SmoothingConfig
 
+        from certsr_rt.export.exported import is_exported_path
+        from certsr_rt.runtime.backends import default_backend
+
+        if backend is None and not is_exported_path(model_name):
+            backend = default_backend(device)  # onnxruntime on CPU when installed, else torch
         smoothing = SmoothingConfig(sigma=sigma, samples=samples, seed=seed)
         # A vacuous --bounds request is refused by the Upscaler with the number of samples it would need.
         bounds_config = None if bounds is None else BoundsConfig(eps=bounds, alpha=alpha)

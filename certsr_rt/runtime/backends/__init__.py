@@ -17,7 +17,14 @@ from certsr_rt._device import resolve_device
 from certsr_rt.errors import CertSRError, InputError
 from certsr_rt.runtime.backends.base import Backend
 
-__all__ = ["BACKEND_NAMES", "Backend", "available_backends", "create_backend", "resolve_device"]
+__all__ = [
+    "BACKEND_NAMES",
+    "Backend",
+    "available_backends",
+    "create_backend",
+    "default_backend",
+    "resolve_device",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,27 @@ def available_backends(device: torch.device | str = "auto") -> list[str]:
         names.append("onnxruntime")
     names.append("torch")
     return names
+
+
+def default_backend(device: torch.device | str = "auto") -> str:
+    """The backend ``certsr-rt upscale`` runs a loaded model on when ``--backend`` is not given.
+
+    On CPU, when onnxruntime and onnx are installed: ``auto``, which there means onnxruntime (1.81x faster
+    than torch eager for RRDBNet at n = 21, ``benchmarks/results/backends_cpu.md``; the model is exported
+    once into the ONNX cache, which is announced) and torch if onnxruntime cannot start. Otherwise, and
+    on CUDA: ``torch``. The :class:`~certsr_rt.runtime.upscaler.Upscaler` itself defaults to torch for a
+    model; this is the command's choice.
+
+    Args:
+        device: ``auto``, ``cpu`` or a CUDA device.
+
+    Returns:
+        ``auto`` or ``torch``.
+    """
+    dev = resolve_device(device, check_available=False)
+    if dev.type == "cpu" and _installed("onnxruntime") and _installed("onnx"):
+        return "auto"
+    return "torch"
 
 
 def _create(name: str, model: Any, device: torch.device, precision: str, options: dict[str, Any]) -> Backend:
