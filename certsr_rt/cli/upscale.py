@@ -72,6 +72,24 @@ def _open_unit_interval(value: float) -> float:
     return value
 
 
+def _width_tolerance(value: str | None) -> float | None:
+    """``--radius-map TOL``: a width in [0, 1] image units, written as a number or a fraction ``8/255``."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        if "/" in text:
+            top, bottom = text.split("/", 1)
+            tol = float(top) / float(bottom)
+        else:
+            tol = float(text)
+    except (ValueError, ZeroDivisionError):
+        raise typer.BadParameter(f"expected a width like 8/255 or 0.03, got {value!r}") from None
+    if not 0.0 < tol < 1.0:
+        raise typer.BadParameter(f"expected a width in (0, 1) image units (e.g. 8/255), got {value!r}")
+    return tol
+
+
 def upscale_command(
     inputs: Annotated[
         list[str],
@@ -178,6 +196,20 @@ def upscale_command(
             "so static regions do not flicker.",
         ),
     ] = False,
+    radius_map: Annotated[
+        str | None,
+        typer.Option(
+            "--radius-map",
+            metavar="TOL",
+            help="Also write a certified-radius map: per output pixel, the largest input perturbation "
+            "(L2 norm over the whole input, [0, 1] units) for which the certified interval of the "
+            "smoothed model's population median is at most TOL wide in every channel (TOL: a width in "
+            "[0, 1] units, e.g. 8/255), as NAME_x4_radius.png (16-bit, value = eps x 10000) and "
+            "NAME_x4_radius_color.png (colour scale from 0 to the largest certifiable eps), and print its "
+            "median and the fraction of pixels certified at --bounds EPS (or at half the largest eps).",
+            show_default=False,
+        ),
+    ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no informational lines; errors only.")
     ] = False,
@@ -210,6 +242,7 @@ def upscale_command(
                 backend=None if backend is None else backend.value,
                 precision=precision.value,
                 console=stderr_console,
+                radius_tol=_width_tolerance(radius_map),
             )
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
@@ -261,6 +294,47 @@ def _input_error_line(exc: CertSRError, source: Path) -> str:
     if str(source) not in message:
         message = f"{source}: {message}"
     return f"error: {message}"
+
+
+def _radius_paths(target: Path) -> tuple[Path, Path]:
+    """Where the radius map of ``target`` goes: ``NAME_x4_radius.png`` and ``NAME_x4_radius_color.png``."""
+    from certsr_rt.io.images import companion_path
+
+    return (
+        companion_path(target, "_radius").with_suffix(".png"),
+        companion_path(target, "_radius_color").with_suffix(".png"),
+    )
+
+
+RADIUS_PNG_SCALE = 10_000
+"""``NAME_x4_radius.png`` stores ``floor(eps * RADIUS_PNG_SCALE)`` in 16 bits (eps in steps of 1e-4)."""
+
+
+def _write_radius_map(target: Path, radius: Any, summary: Any, provenance: dict[str, Any]) -> list[Path]:
+    """Write the 16-bit radius PNG and its colour-mapped view; returns the paths written."""
+    import cv2
+    import numpy as np
+
+    from certsr_rt.io.images import write_image
+
+    values = np.asarray(radius, dtype=np.float64)
+    # floor: the stored value never claims more than was certified.
+    coded = np.clip(np.floor(values * RADIUS_PNG_SCALE), 0, 65535).astype(np.uint16)
+    top = summary.max_eps
+    record = {
+        **provenance,
+        "output": "certified radius map",
+        "radius_tol": summary.tol,
+        "radius_alpha": summary.schedule.alpha,
+        "radius_png_scale": RADIUS_PNG_SCALE,
+        "radius_max_eps": top,
+    }
+    scaled = np.clip(np.rint(values / top * 255.0), 0, 255) if top > 0 else np.zeros_like(values)
+    colour = cv2.applyColorMap(scaled.astype(np.uint8), cv2.COLORMAP_VIRIDIS)[:, :, ::-1]
+    coded_path, colour_path = _radius_paths(target)
+    written = [write_image(coded_path, coded, provenance=record)]
+    written.append(write_image(colour_path, np.ascontiguousarray(colour), provenance=record))
+    return written
 
 
 # --------------------------------------------------------------------------------------------- progress
@@ -362,6 +436,7 @@ class _Run:
         backend: str | None,
         precision: str,
         console: Any,
+        radius_tol: float | None = None,
     ) -> None:
         from certsr_rt.io.images import expand_inputs, is_own_output, output_is_directory
 
@@ -402,7 +477,7 @@ class _Run:
 
         # 2. outputs: planned, their folders checked writable and cleared of what a killed run left,
         # all before the model is loaded
-        plan = self._plan(files, output, bounds is not None)
+        plan = self._plan(files, output, bounds is not None, radius_tol is not None)
         plan = self._check_folders(plan)
         if not plan:
             self.exit_code = 1
@@ -421,6 +496,7 @@ class _Run:
                 alpha=alpha,
                 backend=backend,
                 precision=precision,
+                radius_tol=radius_tol,
             )
         except CertSRError as exc:
             _err(f"error: {exc}")
@@ -459,7 +535,9 @@ class _Run:
                 progress.start()
             for index, (source, target) in enumerate(plan, 1):
                 try:
-                    self._one(index, len(plan), source, target, upscaler, tracker, bounds is not None)
+                    self._one(
+                        index, len(plan), source, target, upscaler, tracker, bounds is not None, radius_tol
+                    )
                 except CertSRError as exc:
                     self.fail(_input_error_line(exc, source))
                 tracker.finish()
@@ -505,7 +583,9 @@ class _Run:
             _err(f"error: {message} ({n} input(s) not upscaled)")
         return kept
 
-    def _plan(self, files: list[Path], output: str | None, with_bounds: bool) -> list[tuple[Path, Path]]:
+    def _plan(
+        self, files: list[Path], output: str | None, with_bounds: bool, with_radius: bool = False
+    ) -> list[tuple[Path, Path]]:
         from certsr_rt.io.images import VIDEO_EXTENSIONS, check_not_input, companion_path, output_path_for
 
         claimed: dict[Path, Path] = {}
@@ -516,6 +596,8 @@ class _Run:
                 written = [target]
                 if with_bounds and source.suffix.lower() not in VIDEO_EXTENSIONS:
                     written += [companion_path(target, "_lower"), companion_path(target, "_upper")]
+                if with_radius and source.suffix.lower() not in VIDEO_EXTENSIONS:
+                    written += list(_radius_paths(target))
                 for path in written[1:]:
                     check_not_input(path, files)
                 for path in written:
@@ -546,9 +628,10 @@ class _Run:
         alpha: float,
         backend: str | None,
         precision: str,
+        radius_tol: float | None = None,
     ) -> Upscaler:
         from certsr_rt.runtime.upscaler import Upscaler
-        from certsr_rt.smoothing.certify import BoundsConfig
+        from certsr_rt.smoothing.certify import BoundsConfig, RadiusMapConfig
         from certsr_rt.smoothing.config import SmoothingConfig
 
         from certsr_rt.export.exported import is_exported_path
@@ -567,6 +650,7 @@ class _Run:
             precision=precision,
             tile=tile,
             bounds=bounds_config,
+            radius=None if radius_tol is None else RadiusMapConfig(tol=radius_tol, alpha=alpha),
         )
         if upscaler.is_plain:
             self.info("plain model: no smoothing noise (sigma 0 or --samples 1)")
@@ -594,6 +678,7 @@ class _Run:
         upscaler: Upscaler,
         tracker: _BatchProgress,
         with_bounds: bool,
+        radius_tol: float | None = None,
     ) -> None:
         from certsr_rt.io.images import (
             VIDEO_EXTENSIONS,
@@ -605,6 +690,8 @@ class _Run:
         )
 
         if source.suffix.lower() in VIDEO_EXTENSIONS:
+            if radius_tol is not None:
+                _err(f"warning: {source}: --radius-map applies to images only; no radius map is written")
             self._video(index, n_inputs, source, target, upscaler, tracker, with_bounds)
             return
         try:
@@ -626,6 +713,10 @@ class _Run:
                 self.info(f"wrote {path}")
         if with_bounds and result.summary is not None:
             typer.echo(f"{source}: {result.summary.format()}")
+        if result.radius is not None and result.radius_summary is not None:
+            for path in _write_radius_map(target, result.radius, result.radius_summary, provenance):
+                self.info(f"wrote {path}")
+            typer.echo(f"{source}: {result.radius_summary.format()}")
 
     def _video(
         self,

@@ -83,3 +83,19 @@ def _cols_meet(a: Tile, b: Tile) -> bool:
 
 def _rows_meet(a: Tile, b: Tile) -> bool:
     return a.y0 < b.y1 and b.y0 < a.y1
+
+
+def max_coverage(tiles: list[Tile]) -> int:
+    """The most tiles that cover any one pixel (1 for a single tile or tiles that do not overlap).
+
+    Blended outputs mix that many independently smoothed tiles at a pixel; certified bounds there use
+    the union bound over them (see :func:`certsr_rt.smoothing.certify.certified_ranks`, ``union``).
+    """
+    if len(tiles) <= 1:
+        return 1
+    height = max(t.y1 for t in tiles)
+    width = max(t.x1 for t in tiles)
+    coverage = torch.zeros(height, width, dtype=torch.int32)
+    for t in tiles:
+        coverage[t.y0 : t.y1, t.x0 : t.x1] += 1
+    return int(coverage.max())

@@ -23,14 +23,21 @@ import torch
 from certsr_rt._device import resolve_device
 from certsr_rt.errors import BackendError, InputError, first_line
 from certsr_rt.runtime.backends.base import Backend
-from certsr_rt.runtime.tiling import Tile, blend_weights, make_tiles
+from certsr_rt.runtime.tiling import Tile, blend_weights, make_tiles, max_coverage
 from certsr_rt.smoothing.config import SmoothingConfig
 from certsr_rt.smoothing.noise import gaussian_field
 
 if TYPE_CHECKING:
     from certsr_rt.export.exported import ExportedModel
     from certsr_rt.models.descriptor import SRModel
-    from certsr_rt.smoothing.certify import BoundsConfig, BoundsSummary, CertifiedRanks
+    from certsr_rt.smoothing.certify import (
+        BoundsConfig,
+        BoundsSummary,
+        CertifiedRanks,
+        RadiusMapConfig,
+        RadiusSchedule,
+        RadiusSummary,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +70,17 @@ class UpscaleResult:
         lower: per-pixel certified lower bound image (same kind), when bounds were requested.
         upper: per-pixel certified upper bound image (same kind), when bounds were requested.
         summary: per-image summary of the bounds, when bounds were requested.
+        radius: per-output-pixel certified radius (float32, ``4H x 4W``; numpy for numpy input, a tensor
+            ``N x 4H x 4W`` or ``4H x 4W`` for torch input), when a radius map was requested.
+        radius_summary: summary of the radius map (of the last image of a batch).
     """
 
     image: Any
     lower: Any = None
     upper: Any = None
     summary: BoundsSummary | None = None
+    radius: Any = None
+    radius_summary: RadiusSummary | None = None
 
 
 def _check_float_range(x: torch.Tensor, what: str) -> torch.Tensor:
@@ -127,6 +139,14 @@ class Upscaler:
         tile_overlap: overlap of neighbouring tiles in LR pixels, blended linearly; ``None``: 16, or a
             quarter of the tile for tiles under 64 pixels.
         bounds: compute certified per-pixel bounds (Lemma 4.1) for perturbations with ``||delta||_2 < eps``.
+            Where tiles are blended, a pixel covered by up to m tiles is bracketed by the blend of the
+            tiles' bounds, each taken at alpha/m (union bound), m being the most tiles covering any pixel
+            of the image, so every pixel's statement holds with probability >= 1 - alpha.
+        radius: compute a certified-radius map (see :func:`certsr_rt.smoothing.certify.certified_radius`):
+            per output pixel, the largest eps whose certified interval is at most ``radius.tol`` wide in
+            every channel. The n sorted samples of one tile are kept at a time (as for the median), so
+            memory is bounded by the tile size: use a smaller ``tile`` for very large n. Blended pixels
+            take the smallest radius of their tiles, at alpha/m as for ``bounds``.
         progress: called as ``progress(done, total)`` after each chunk of samples of each tile.
 
     Raises:
@@ -145,6 +165,7 @@ class Upscaler:
         tile_overlap: int | None = None,
         bounds: BoundsConfig | None = None,
         progress: ProgressCallback | None = None,
+        radius: RadiusMapConfig | None = None,
     ) -> None:
         if tile < 0:
             raise InputError(f"tile must be 0 (no tiling) or a positive size in pixels, got {tile}")
@@ -189,6 +210,20 @@ class Upscaler:
             )
             if self.ranks.vacuous:
                 raise InputError(vacuity_message(self.ranks))
+        # Ranks and radius schedules by the number of blended tiles (the union bound's m).
+        self._ranks_by_union: dict[int, CertifiedRanks] = {}
+        self._schedules: dict[int, RadiusSchedule] = {}
+        self.radius = radius
+        if radius is not None:
+            from certsr_rt.smoothing.certify import max_certified_eps
+
+            if self.smoothing.sigma <= 0 or self.samples == 1:
+                raise InputError("a certified-radius map needs smoothing: sigma > 0 and --samples > 1")
+            if max_certified_eps(self.samples, self.smoothing.sigma, radius.alpha) is None:
+                raise InputError(
+                    f"no radius can be certified with n={self.samples} samples at alpha={radius.alpha:g} "
+                    "(the interval for the median itself is vacuous); use more samples"
+                )
 
         if isinstance(backend, Backend):
             self.backend = backend
@@ -323,8 +358,14 @@ class Upscaler:
                 arr = arr.astype(dtype)
             return arr[:, :, 0] if squeeze else arr
 
+        radius = None if result.radius is None else result.radius.cpu().numpy()
         return UpscaleResult(
-            to_numpy(result.image), to_numpy(result.lower), to_numpy(result.upper), result.summary
+            to_numpy(result.image),
+            to_numpy(result.lower),
+            to_numpy(result.upper),
+            result.summary,
+            radius,
+            result.radius_summary,
         )
 
     # ------------------------------------------------------------------ torch tensors
@@ -338,6 +379,7 @@ class Upscaler:
             )
         out_device = x.device
         images, lowers, uppers, summary = [], [], [], None
+        radii, radius_summary = [], None
         for i in range(x.shape[0]):
             xi = _check_float_range(x[i : i + 1].to(self.device, torch.float32), "tensor")
             r = self._smooth(xi, noise_key)
@@ -345,6 +387,8 @@ class Upscaler:
             lowers.append(r.lower)
             uppers.append(r.upper)
             summary = r.summary
+            radii.append(r.radius)
+            radius_summary = r.radius_summary
 
         def stack(ts: list[torch.Tensor | None]) -> torch.Tensor | None:
             if ts[0] is None:
@@ -352,7 +396,13 @@ class Upscaler:
             t = torch.cat(ts).clamp_(0, 1).to(out_device)
             return t[0] if squeeze else t
 
-        return UpscaleResult(stack(images), stack(lowers), stack(uppers), summary)
+        radius = None
+        if radii[0] is not None:
+            radius = torch.stack(radii).to(out_device)
+            radius = radius[0] if squeeze else radius
+        return UpscaleResult(
+            stack(images), stack(lowers), stack(uppers), summary, radius, radius_summary
+        )
 
     # ------------------------------------------------------------------ the smoothing itself
     def _chunk_size(self, tile: Tile) -> int:
@@ -426,14 +476,20 @@ class Upscaler:
         s = self.scale
         n = self.samples
         sigma = self.smoothing.sigma
-        ranks: Sequence[int] = ()
-        if self.ranks is not None:
-            ranks = (self.ranks.lower, self.ranks.upper)  # type: ignore[assignment]
         tiles = make_tiles(h, w, self.tile, self.tile_overlap)
+        union = max_coverage(tiles)
+        certified = self._ranks_for(union)
+        ranks: Sequence[int] = ()
+        if certified is not None:
+            ranks = (certified.lower, certified.upper)  # type: ignore[assignment]
+        schedule = self._schedule_for(union)
         self._check_memory(h, w, c, tiles, len(ranks))
         single = len(tiles) == 1
         acc = None if single else torch.zeros(1 + len(ranks), c, h * s, w * s, device=self.device)
         weight = None if single else torch.zeros(1, 1, h * s, w * s, device=self.device)
+        radius = None
+        if schedule is not None:
+            radius = torch.full((h * s, w * s), math.inf, device=self.device)
         total = sum(math.ceil(n / self._chunk_size(t)) for t in tiles)
         done = 0
         result = None
@@ -458,7 +514,13 @@ class Upscaler:
             # clipped image; half precision has already been recomputed in fp32 by the backend.
             if not bool(torch.isfinite(outputs).all()):
                 raise BackendError(self._non_finite_message())
-            med, stats = median_and_order_statistics(outputs, ranks)
+            if schedule is not None:
+                med, stats, tile_radius = self._sorted_statistics(outputs, ranks, schedule)
+                ys, xs = slice(tile.y0 * s, tile.y1 * s), slice(tile.x0 * s, tile.x1 * s)
+                region = radius[ys, xs]
+                torch.minimum(region, tile_radius, out=region)
+            else:
+                med, stats = median_and_order_statistics(outputs, ranks)
             del outputs
             stacked = torch.stack([med, *stats])
             if single:
@@ -471,13 +533,92 @@ class Upscaler:
         if result is None:
             result = acc / weight
         image = result[0:1]
-        if self.ranks is None:
-            return UpscaleResult(image)
+        radius_summary = None
+        if radius is not None and schedule is not None and self.radius is not None:
+            from certsr_rt.smoothing.certify import summarize_radius
+
+            at = tuple(sorted({schedule.max_eps / 2} | ({self.bounds.eps} if self.bounds else set())))
+            radius_summary = summarize_radius(
+                radius, schedule, self.radius.tol, at=at, input_values=c * h * w
+            )
+        if certified is None:
+            return UpscaleResult(image, radius=radius, radius_summary=radius_summary)
         from certsr_rt.smoothing.certify import summarize_bounds
 
         lower, upper = result[1:2], result[2:3]
-        summary = summarize_bounds(lower.clamp(0, 1), upper.clamp(0, 1), image.clamp(0, 1), ranks=self.ranks)
-        return UpscaleResult(image, lower, upper, summary)
+        summary = summarize_bounds(
+            lower.clamp(0, 1), upper.clamp(0, 1), image.clamp(0, 1), ranks=certified, input_values=c * h * w
+        )
+        return UpscaleResult(image, lower, upper, summary, radius, radius_summary)
+
+    def _ranks_for(self, union: int) -> CertifiedRanks | None:
+        """The certified ranks for pixels blended from up to ``union`` tiles (None: no bounds requested).
+
+        Raises:
+            InputError: the bounds are vacuous at alpha/union.
+        """
+        if self.bounds is None:
+            return None
+        if union == 1 and self.ranks is not None:
+            return self.ranks
+        ranks = self._ranks_by_union.get(union)
+        if ranks is None:
+            from certsr_rt.smoothing.certify import certified_ranks, vacuity_message
+
+            ranks = certified_ranks(
+                self.samples, self.bounds.eps, self.smoothing.sigma, self.bounds.alpha, union=union
+            )
+            if ranks.vacuous:
+                raise InputError(
+                    f"{vacuity_message(ranks)} (this image is cut into overlapping tiles; --tile 0 avoids "
+                    "the split of alpha)"
+                )
+            self._ranks_by_union[union] = ranks
+        return ranks
+
+    def _schedule_for(self, union: int) -> RadiusSchedule | None:
+        """The radius schedule at alpha/union (None: no radius map requested)."""
+        if self.radius is None:
+            return None
+        schedule = self._schedules.get(union)
+        if schedule is None:
+            from certsr_rt.smoothing.certify import radius_schedule
+
+            schedule = radius_schedule(self.samples, self.smoothing.sigma, self.radius.alpha, union=union)
+            if schedule.eps.size == 0:
+                raise InputError(
+                    f"no radius can be certified with n={self.samples} samples at "
+                    f"alpha={self.radius.alpha:g} over {union} blended tiles; use more samples or --tile 0"
+                )
+            self._schedules[union] = schedule
+        return schedule
+
+    def _sorted_statistics(
+        self, outputs: torch.Tensor, ranks: Sequence[int], schedule: RadiusSchedule
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """Median, order statistics and the per-pixel certified radius of one tile's samples.
+
+        The samples are sorted along the sample axis, in place on the CPU (no second copy of the n
+        samples); the median and order statistics are read off (the same values the median kernels give),
+        then the sorted samples are clamped to [0, 1] (what is written; clamping keeps the order) for the
+        radius.
+
+        Returns:
+            ``(median, [order statistics], radius)``; the radius is the smallest over the channels.
+        """
+        from certsr_rt.smoothing.certify import certified_radius
+
+        assert self.radius is not None
+        if outputs.device.type == "cpu":
+            outputs.numpy().sort(axis=0)
+            ordered = outputs
+        else:
+            ordered = torch.sort(outputs, dim=0).values
+        n = ordered.shape[0]
+        med = ordered[n // 2].clone() if n % 2 else 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])
+        stats = [ordered[k - 1].clone() for k in ranks]
+        tile_radius = certified_radius(ordered.clamp_(0, 1), schedule, self.radius.tol).amin(0)
+        return med, stats, tile_radius
 
     def _non_finite_message(self) -> str:
         source = getattr(self.model, "source", None) or getattr(self.model, "path", None)
