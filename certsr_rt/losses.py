@@ -59,9 +59,9 @@ BUNDLED_VGG16_SOURCE = (
 """:attr:`PerceptualLoss.weights_source` when the bundled VGG16 is used."""
 
 _OFFLINE_HINT = (
-    "pass a local VGG features file instead, e.g. "
-    "--perceptual-weights ../shared/assets/weights/vgg16_features_imagenet1k_v1.pth "
-    "(PerceptualLoss(weights_path=...))"
+    "to use VGG19 offline, copy torchvision's VGG19 ImageNet file (vgg19-dcbb9e9d.pth, in "
+    "~/.cache/torch/hub/checkpoints on a machine that has downloaded it) here and pass it with "
+    "--perceptual-weights FILE"
 )
 
 

@@ -317,3 +317,43 @@ def test_train_stopped_by_a_signal_writes_a_checkpoint_and_exits_128_plus_the_si
     checkpoint = Path(stdout.strip().splitlines()[-1])
     assert checkpoint.is_file() and checkpoint.parent == out / "checkpoints"
     assert f"{word} (" in stderr and "Traceback" not in stderr
+
+
+# ---------------------------------------------------------------------------------- words and messages
+
+
+def test_sigterm_during_a_video_says_terminated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("av")
+    from test_video import NearestX4, leftovers, make_clip
+
+    from certsr_rt.cli.upscale_video import upscale_video_file
+    from certsr_rt.errors import Terminated
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=6)
+
+    def terminate(done: int, total: int | None) -> None:
+        if done == 2:
+            raise Terminated
+
+    with pytest.raises(Terminated):
+        upscale_video_file(clip, tmp_path / "out.mp4", NearestX4(), progress=terminate)
+    err = capsys.readouterr().err
+    assert "terminated after 2 of 6 frames" in err and "interrupted" not in err
+    assert leftovers(tmp_path) == []
+
+
+def test_the_offline_vgg_message_names_a_user_remedy(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from certsr_rt import losses
+    from certsr_rt.errors import ModelLoadError
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(ModelLoadError) as info:
+        losses._features_from_torchvision()
+    message = str(info.value)
+    assert "--perceptual-weights FILE" in message and "vgg19-dcbb9e9d.pth" in message
+    assert "shared" not in message and "weights_path" not in message

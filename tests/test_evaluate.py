@@ -464,7 +464,8 @@ def test_cli_refuses_a_too_small_image_before_evaluating(
     out = tmp_path / "out"
     result = CliRunner().invoke(
         cli,
-        ["evaluate", "-m", "tiny-srvgg", "--hr", str(hr_dir), "-c", "clean", "--no-progress", "-o", str(out)],
+        ["evaluate", "-m", "tiny-srvgg", "--hr", str(hr_dir), "-c", "clean", "--no-progress", "--strict"]
+        + ["-o", str(out)],
     )
     assert result.exit_code == 1
     assert result.output.startswith(
@@ -472,6 +473,23 @@ def test_cli_refuses_a_too_small_image_before_evaluating(
     )
     assert "expected at least 32 x 32" in result.output and len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_cli_skips_an_unusable_image_with_one_line_and_goes_on(
+    tmp_path: Path, hr_dir: Path, cli: typer.Typer
+) -> None:
+    (hr_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "out"
+    args = ["evaluate", "-m", "tiny-srvgg", "--hr", str(hr_dir), "-c", "clean", "--no-progress", "-o", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output  # as upscale: the run goes on, the exit code says one failed
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: cannot read {hr_dir / 'broken.png'}: ")
+    assert errors[0].endswith("(skipped; --strict stops here)")
+    assert "1 of 4 images were skipped" in result.stderr
+    document = json.loads((out / "results.json").read_text())
+    assert document["images"] == ["img_000", "img_001", "img_002"]
+    assert len(document["settings"]["skipped_images"]) == 1
 
 
 def test_cli_refuses_a_file_as_output_before_evaluating(

@@ -200,6 +200,14 @@ def evaluate_command(
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of every random draw.")] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Stop when an image cannot be used (unreadable, too small, HR/LR sizes that do not match). "
+            "Default: skip it with one line, evaluate the rest and exit 1 at the end.",
+        ),
+    ] = False,
 ) -> None:
     """Measure PSNR / SSIM / LPIPS of several models under clean, noisy, blurry and attacked inputs.
 
@@ -255,7 +263,15 @@ def evaluate_command(
     scales = {g.scale for g in generators.values()}
     if len(scales) != 1:
         raise InputError(f"all models must have the same scale, got {sorted(scales)}")
-    pairs = load_image_pairs(hr, lr, scale=scales.pop(), limit=limit, crop=crop)
+    skipped: list[str] = []
+
+    def skip(problem: str) -> None:
+        skipped.append(problem)
+        typer.echo(f"error: {problem} (skipped; --strict stops here)", err=True)
+
+    pairs = load_image_pairs(
+        hr, lr, scale=scales.pop(), limit=limit, crop=crop, on_skip=None if strict else skip
+    )
 
     loss = None
     if any(c in ATTACK_CONDITIONS for c in condition_list):
@@ -300,6 +316,7 @@ def evaluate_command(
     result.settings["hr"] = str(hr)
     result.settings["crop"] = crop
     result.settings["limit"] = limit
+    result.settings["skipped_images"] = skipped
     options: list[tuple[str, object]] = [
         ("--models", models),
         ("--hr", hr),
@@ -331,3 +348,6 @@ def evaluate_command(
     typer.echo(render_table(result))
     for path in written:
         typer.echo(f"wrote {path}", err=True)
+    if skipped:
+        typer.echo(f"{len(skipped)} of {len(skipped) + len(pairs)} images were skipped", err=True)
+        raise typer.Exit(1)

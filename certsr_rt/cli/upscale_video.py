@@ -21,7 +21,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, TextIO
 
-from certsr_rt.errors import InputError
+from certsr_rt.errors import InputError, Terminated
 
 __all__ = ["VideoResult", "upscale_video_file"]
 
@@ -225,7 +225,10 @@ def upscale_video_file(
                 line.finish()
             if not quiet:
                 of = f" of {info.frame_count}" if info.frame_count else ""
-                what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped"
+                if isinstance(exc, Terminated):
+                    what = "terminated"  # SIGTERM; the CLI uses one word per signal
+                else:
+                    what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped"
                 err.write(
                     f"{what} after {writer.frames_written}{of} frames; the partial video was deleted, "
                     f"nothing was written to {dst}\n"

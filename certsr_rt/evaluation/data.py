@@ -7,6 +7,7 @@ bicubic downscaling. Real-world sets with ground truth (DIV2K validation, NTIRE 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def load_image_pairs(
     scale: int = 4,
     limit: int | None = None,
     crop: int | None = None,
+    on_skip: Callable[[str], None] | None = None,
 ) -> list[ImagePair]:
     """Read the evaluation set and check every image before anything is computed.
 
@@ -113,6 +115,9 @@ def load_image_pairs(
         limit: keep only the first ``limit`` images (in file-name order).
         crop: centre-crop each LR image to at most ``crop x crop`` pixels (and the HR to match), to keep CPU
             runs short; at least ``min_hr_size(scale) / scale``.
+        on_skip: ``None`` (strict): any image that cannot be used is an error. Otherwise such an image is
+            left out and ``on_skip`` is called with one line naming it and the reason; it is still an
+            error when no image is left.
 
     Returns:
         The pairs, in file-name order.
@@ -143,9 +148,11 @@ def load_image_pairs(
             pairs.append(_load_pair(hr_path, lr_files[i] if lr_files else None, scale, min_side, crop))
         except InputError as exc:
             problems.append(str(exc))
-    if problems:
+    if problems and (on_skip is None or not pairs):
         shown = first_few(problems, sep="; ", last_sep="; ")
         raise InputError(f"{len(problems)} of {len(hr_files)} evaluation images cannot be used: {shown}")
+    for problem in problems:
+        on_skip(problem)  # type: ignore[misc]
     return pairs
 
 
