@@ -163,8 +163,11 @@ def upscale_command(
         typer.Option(
             min=0.0,
             metavar="EPS",
-            help="Also write certified lower/upper images (NAME_x4_lower/_upper) for input perturbations "
-            "of L2 norm below EPS, and print a summary.",
+            help="Also write certified lower/upper images (NAME_x4_lower/_upper) and print a summary: at "
+            "each pixel and channel, with probability >= 1 - alpha over the noise (which must stay "
+            "secret: see --seed), they bracket the smoothed model's population median at x + delta (not "
+            "the written n-sample image) for every delta of L2 norm below EPS, measured over the whole "
+            "input in [0, 1] units.",
             show_default=False,
         ),
     ] = None,
@@ -172,7 +175,8 @@ def upscale_command(
         float,
         typer.Option(
             callback=_open_unit_interval,
-            help="Failure probability of the certified bounds (per pixel).",
+            help="Failure probability of the certified bounds and radius map, per pixel (where tiles are "
+            "blended, alpha/m per tile for m tiles: union bound).",
         ),
     ] = 0.05,
     backend: Annotated[

@@ -28,6 +28,15 @@ Bonferroni-style split of α over the pixels). ``h`` is the population median; t
 is an estimate of it. ``‖δ‖₂`` is the L2 norm over the *whole* input image (all pixels and channels), so an
 L∞ perturbation of size η on an H × W × C image has ``‖δ‖₂ ≤ η √(HWC)``.
 
+**Blended tiles.** A pixel blended from m separately smoothed tiles is bracketed by the same blend of the
+tiles' bounds when all m hold: each is taken at α/m (``union=m``), so the blend holds with probability
+≥ 1 − α (union bound).
+
+**Largest radius and radius maps.** :func:`max_certified_eps` is the largest ε with non-vacuous bounds
+(≈ σ at n = 21). :func:`certified_radius` gives, per value, the largest ε (on a grid, rounded down) whose
+interval ``[y_(k̲), y_(k̄)]`` is at most a given width, read off the sorted samples with the ranks of
+:func:`radius_schedule`.
+
 Everything here is plain float64 arithmetic on the CPU (``math`` and ``torch``; scipy is not a core
 dependency): ``Φ`` via ``math.erfc``, the binomial CDF in log space with ``lgamma`` (stable for n up to
 1e5 and beyond). Nothing here touches a device; :func:`summarize_bounds` accepts tensors from any device.
