@@ -25,6 +25,7 @@ from certsr_rt.evaluation import (
     load_image_pairs,
     parse_conditions,
     parse_model_specs,
+    read_report,
     render_table,
     write_report,
     write_sweep,
@@ -480,7 +481,18 @@ def test_cli_skips_an_unusable_image_with_one_line_and_goes_on(
 ) -> None:
     (hr_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     out = tmp_path / "out"
-    args = ["evaluate", "-m", "tiny-srvgg", "--hr", str(hr_dir), "-c", "clean", "--no-progress", "-o", str(out)]
+    args = [
+        "evaluate",
+        "-m",
+        "tiny-srvgg",
+        "--hr",
+        str(hr_dir),
+        "-c",
+        "clean",
+        "--no-progress",
+        "-o",
+        str(out),
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1, result.output  # as upscale: the run goes on, the exit code says one failed
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -551,3 +563,67 @@ def test_identical_images_get_the_stated_psnr_cap_everywhere(
     assert "PSNR is capped at 100 dB per image" in markdown
     assert "1 per-image PSNR value reached the 100 dB cap" in markdown
     assert "n/a" not in markdown
+
+
+def test_split_runs_merge_into_the_table_of_one_run(
+    tmp_path: Path, hr_dir: Path, lpips_metric: LPIPSMetric
+) -> None:
+    """Models x conditions split over three runs, merged by scripts/merge_evaluations.py, equal one run."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "merge_evaluations", Path(__file__).resolve().parents[1] / "scripts" / "merge_evaluations.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)  # type: ignore[union-attr]
+
+    def run(specs: str, conditions: list[str], out: str):  # noqa: ANN202
+        entries = parse_model_specs(specs)
+        result = evaluate(
+            entries,
+            load_image_pairs(hr_dir, limit=2, crop=8),
+            conditions,
+            generators=load_generators(entries, "cpu"),
+            attack_loss=SRLoss(None),
+            attacks={k: v.replace(steps=2) for k, v in runner_module.EVAL_ATTACKS.items()},
+            lpips_metric=lpips_metric,
+            seed=1,
+        )
+        result.settings["command"] = f"run {out}"
+        write_report(result, tmp_path / out)
+        return result
+
+    whole = run(
+        "tiny-srvgg,tiny-srvgg@sigma=0.05:n=3,bicubic", ["clean", "noisy", "pgd", "pgd-median"], "whole"
+    )
+    run("tiny-srvgg,tiny-srvgg@sigma=0.05:n=3", ["clean", "noisy"], "a")
+    run("tiny-srvgg,tiny-srvgg@sigma=0.05:n=3", ["pgd", "pgd-median"], "b")
+    run("bicubic", ["pgd-median", "clean", "noisy", "pgd"], "c")
+    assert script.main(["-o", str(tmp_path / "merged"), *(str(tmp_path / x) for x in "abc")]) == 0
+    merged = json.loads((tmp_path / "merged" / "results.json").read_text())
+    one = json.loads((tmp_path / "whole" / "results.json").read_text())
+    assert merged["conditions"] == one["conditions"] and merged["images"] == one["images"]
+    assert sorted(merged["summary"], key=str) == sorted(one["summary"], key=str)
+    assert sorted(merged["per_image"], key=str) == sorted(one["per_image"], key=str)
+    assert merged["settings"]["command"] == ["run a", "run b", "run c"]
+    assert render_table(whole) in (tmp_path / "merged" / "results.md").read_text()
+
+    # A run under another seed is not the same protocol: one error line, nothing written.
+    entries = parse_model_specs("bicubic")
+    other = evaluate(
+        entries,
+        load_image_pairs(hr_dir, limit=2, crop=8),
+        ["clean"],
+        generators=load_generators(entries, "cpu"),
+        lpips_metric=lpips_metric,
+        seed=2,
+    )
+    write_report(other, tmp_path / "d")
+    assert script.main(["-o", str(tmp_path / "bad"), str(tmp_path / "a"), str(tmp_path / "d")]) == 1
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(InputError, match="cannot read an evaluation report"):
+        read_report(tmp_path / "nothing-here")
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "results.json").write_text('{"models": []}')
+    with pytest.raises(InputError, match="not an evaluation report"):
+        read_report(tmp_path / "e")

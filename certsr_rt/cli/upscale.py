@@ -33,6 +33,7 @@ from certsr_rt.errors import CertSRError, InputError, Terminated
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+    from certsr_rt.cli.sharding import Shard
     from certsr_rt.runtime.upscaler import Upscaler
 
 __all__ = ["BackendChoice", "DeviceChoice", "PrecisionChoice", "upscale_command"]
@@ -221,14 +222,18 @@ def upscale_command(
     """Upscale images 4x with median randomized smoothing (and videos, with certsr-rt[video])."""
     from rich.console import Console
 
+    from certsr_rt.cli.sharding import join_shard
+
     stderr_console = Console(stderr=True, soft_wrap=True, highlight=False)
-    log_handler = _EchoHandler(quiet)
+    # Under torchrun: this rank's share of the inputs and its device; notes and progress from rank 0 only.
+    shard, device_name = join_shard(device.value)
+    log_handler = _EchoHandler(quiet or not shard.is_main)
     pkg_logger = logging.getLogger("certsr_rt")
     saved_propagate, saved_level = pkg_logger.propagate, pkg_logger.level
     pkg_logger.addHandler(log_handler)
     pkg_logger.propagate = False
     pkg_logger.setLevel(log_handler.level)
-    run = _Run(quiet=quiet, fresh_noise=fresh_noise)
+    run = _Run(quiet=quiet or not shard.is_main, fresh_noise=fresh_noise, shard=shard)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
@@ -239,7 +244,7 @@ def upscale_command(
                 samples=samples,
                 seed=seed,
                 model=model,
-                device=device.value,
+                device=device_name,
                 tile=tile,
                 bounds=bounds,
                 alpha=alpha,
@@ -248,6 +253,7 @@ def upscale_command(
                 console=stderr_console,
                 radius_tol=_width_tolerance(radius_map),
             )
+            run.conclude()
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
         _err(
@@ -256,6 +262,7 @@ def upscale_command(
         )
         raise typer.Exit(143 if terminated else 130) from None
     finally:
+        shard.close()
         pkg_logger.removeHandler(log_handler)
         pkg_logger.propagate = saved_propagate
         pkg_logger.setLevel(saved_level)
@@ -407,11 +414,18 @@ class _BatchProgress:
 class _Run:
     """State of one ``upscale`` invocation (counts survive a Ctrl-C for the final line)."""
 
-    def __init__(self, quiet: bool, fresh_noise: bool = False) -> None:
+    def __init__(self, quiet: bool, fresh_noise: bool = False, shard: Shard | None = None) -> None:
+        from certsr_rt.cli.sharding import Shard
+
         self.quiet = quiet
         self.fresh_noise = fresh_noise
+        self.shard = shard if shard is not None else Shard()
+        # Listing and planning: every rank of a sharded run sees the same problems; rank 0 reports them.
+        self.shared_phase = True
+        self.ran_batch = False
         self.total = 0
         self.finished = 0
+        self.written = 0
         self.failed = 0
         self.exit_code = 0
         self.started = time.time()
@@ -421,8 +435,22 @@ class _Run:
             _err(message)
 
     def fail(self, line: str) -> None:
+        if self.shared_phase and not self.shard.is_main:
+            return  # rank 0 reports (and counts) what every rank sees
         self.failed += 1
         _err(line)
+
+    def conclude(self) -> None:
+        """The failure summary and exit code, over all ranks of a sharded run (one process: this one)."""
+        failed = self.shard.sum(self.failed)
+        written = self.shard.sum(self.written)
+        code = self.shard.max(self.exit_code or (1 if self.failed else 0))
+        if self.shard.enabled:
+            self.info(f"{self.shard.world_size} processes wrote {written} of {self.total} inputs")
+        if self.ran_batch and failed and self.total > 1 and self.shard.is_main:
+            _err(f"{failed} of {self.total} inputs failed")
+        self.shard.sync()
+        self.exit_code = code
 
     def main(
         self,
@@ -475,7 +503,8 @@ class _Run:
         try:
             output_is_directory(output, len(files))
         except InputError as exc:
-            _err(f"error: {exc}")
+            if self.shard.is_main:
+                _err(f"error: {exc}")
             self.exit_code = 2
             return
 
@@ -487,25 +516,37 @@ class _Run:
             self.exit_code = 1
             return
 
-        # 3. the Upscaler (model errors, option errors and vacuous bounds end the run here)
+        # 3. the Upscaler (model errors, option errors and vacuous bounds end the run here). Sharded: rank
+        # 0 builds first (a one-time export lands in the cache once) and sends its seed, so every rank
+        # smooths with the same noise; the others then build theirs, or stop when rank 0 could not.
+        self.shared_phase = False
+        plan = self.shard.mine(plan)
+        options: dict[str, Any] = dict(
+            sigma=sigma,
+            samples=samples,
+            seed=seed,
+            device=device,
+            tile=tile,
+            bounds=bounds,
+            alpha=alpha,
+            backend=backend,
+            precision=precision,
+            radius_tol=radius_tol,
+        )
+        upscaler = None
         try:
-            upscaler = self._build_upscaler(
-                model,
-                sigma=sigma,
-                samples=samples,
-                seed=seed,
-                device=device,
-                tile=tile,
-                bounds=bounds,
-                alpha=alpha,
-                backend=backend,
-                precision=precision,
-                radius_tol=radius_tol,
-            )
+            if self.shard.is_main:
+                upscaler = self._build_upscaler(model, **options)
+            if self.shard.enabled:
+                sent = self.shard.broadcast(-1 if upscaler is None else upscaler.smoothing.seed)
+                if not self.shard.is_main and sent >= 0:
+                    upscaler = self._build_upscaler(model, **{**options, "seed": sent})
         except CertSRError as exc:
-            _err(f"error: {exc}")
+            _err(f"error: {exc}" if self.shard.is_main else f"error: rank {self.shard.rank}: {exc}")
+        if upscaler is None:
             self.exit_code = 1
             return
+        self.ran_batch = True
 
         # 4. the batch
         from rich.progress import (
@@ -542,6 +583,7 @@ class _Run:
                     self._one(
                         index, len(plan), source, target, upscaler, tracker, bounds is not None, radius_tol
                     )
+                    self.written += 1
                 except CertSRError as exc:
                     self.fail(_input_error_line(exc, source))
                 tracker.finish()
@@ -550,10 +592,6 @@ class _Run:
             if progress is not None:
                 progress.stop()
             upscaler.close()
-        if self.failed:
-            if self.total > 1:
-                _err(f"{self.failed} of {self.total} inputs failed")
-            self.exit_code = 1
 
     def _check_folders(self, plan: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
         """Check the output folders before any compute; clear what a killed earlier run left there.
@@ -634,12 +672,11 @@ class _Run:
         precision: str,
         radius_tol: float | None = None,
     ) -> Upscaler:
+        from certsr_rt.export.exported import is_exported_path
+        from certsr_rt.runtime.backends import default_backend
         from certsr_rt.runtime.upscaler import Upscaler
         from certsr_rt.smoothing.certify import BoundsConfig, RadiusMapConfig
         from certsr_rt.smoothing.config import SmoothingConfig
-
-        from certsr_rt.export.exported import is_exported_path
-        from certsr_rt.runtime.backends import default_backend
 
         if backend is None and not is_exported_path(model_name):
             backend = default_backend(device)  # onnxruntime on CPU when installed, else torch

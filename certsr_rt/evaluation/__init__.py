@@ -17,7 +17,7 @@ See :mod:`certsr_rt.evaluation.runner` for the protocol (threat model, seeds, me
 """
 
 from certsr_rt.evaluation.data import ImagePair, load_image_pairs
-from certsr_rt.evaluation.report import render_table, write_report, write_sweep
+from certsr_rt.evaluation.report import merge_results, read_report, render_table, write_report, write_sweep
 from certsr_rt.evaluation.runner import (
     ATTACK_CONDITIONS,
     CONDITIONS,
@@ -53,8 +53,10 @@ __all__ = [
     "evaluate",
     "load_generators",
     "load_image_pairs",
+    "merge_results",
     "parse_conditions",
     "parse_model_specs",
+    "read_report",
     "render_table",
     "sweep_entries",
     "write_report",

@@ -10,6 +10,11 @@ Files written into the output folder:
   line per condition, one panel per model; the lowest LPIPS of each line is marked).
 
 Every file is written to a temporary name and renamed, so an interrupted run never leaves half a file.
+
+A table too long for one run can be split into several ``evaluate`` runs (by models or by conditions) on the
+same images and settings; :func:`read_report` reads each one's ``results.json`` back and
+:func:`merge_results` joins them into one result (``scripts/merge_evaluations.py`` does both and writes the
+joined report).
 """
 
 from __future__ import annotations
@@ -25,10 +30,10 @@ from typing import Any
 
 from certsr_rt._deps import require
 from certsr_rt.errors import InputError
-from certsr_rt.evaluation.runner import PSNR_CAP_DB, EvaluationResult, MetricMeans
+from certsr_rt.evaluation.runner import CONDITIONS, PSNR_CAP_DB, EvaluationResult, Measurement, MetricMeans
 from certsr_rt.evaluation.specs import ModelEntry, default_label
 
-__all__ = ["render_table", "write_report", "write_sweep"]
+__all__ = ["merge_results", "read_report", "render_table", "write_report", "write_sweep"]
 
 
 def _make_folder(out_dir: str | Path) -> Path:
@@ -138,8 +143,11 @@ def _markdown(result: EvaluationResult) -> str:
     for key in ("hr", "lr_source", "crop", "limit", "seed", "device", "torch", "seconds"):
         if key in s and s[key] is not None:
             lines.append(f"- {key.replace('_', ' ')}: {s[key]}")
+    if s.get("merged_from"):
+        lines.append(f"- merged from {len(s['merged_from'])} runs: {', '.join(s['merged_from'])}")
     if s.get("command"):
-        lines += ["", "Command:", "", "```", s["command"], "```"]
+        commands = s["command"] if isinstance(s["command"], list) else [s["command"]]
+        lines += ["", "Commands:" if len(commands) > 1 else "Command:", "", "```", *commands, "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -206,6 +214,146 @@ def write_report(result: EvaluationResult, out_dir: str | Path) -> list[Path]:
             out / "results.json", (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode()
         ),
     ]
+
+
+def read_report(folder: str | Path) -> EvaluationResult:
+    """The result an evaluation wrote into ``folder`` (its ``results.json``), without the sigma sweep.
+
+    Raises:
+        InputError: no ``results.json`` there, or one that this version did not write.
+    """
+    path = Path(folder)
+    if path.is_dir():
+        path = path / "results.json"
+    try:
+        document = json.loads(path.read_text())
+    except OSError as exc:
+        raise InputError(f"cannot read an evaluation report {path}: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise InputError(f"{path} is not JSON: {exc}") from exc
+    try:
+        entries = []
+        for model in document["models"]:
+            smoothing = model.get("smoothing")
+            sigma = smoothing["sigma"] if smoothing else None
+            samples = smoothing["samples"] if smoothing else 1
+            entries.append(ModelEntry(model["source"], sigma, samples, model["label"]))
+        by_label = {e.label: e for e in entries}
+        measurements: dict[tuple[str, float | None, int], list[Measurement]] = {e.key: [] for e in entries}
+
+        def number(value: Any) -> float:
+            return math.nan if value is None else float(value)
+
+        for row in document["per_image"]:
+            entry = by_label[row["model"]]
+            measurements[entry.key].append(
+                Measurement(
+                    row["image"],
+                    row["condition"],
+                    number(row["psnr"]),
+                    number(row["ssim"]),
+                    number(row["lpips"]),
+                )
+            )
+        return EvaluationResult(
+            entries=entries,
+            sweep=[],
+            conditions=list(document["conditions"]),
+            images=list(document["images"]),
+            measurements=measurements,
+            settings=dict(document["settings"]),
+        )
+    except (KeyError, TypeError) as exc:
+        raise InputError(
+            f"{path} is not an evaluation report written by certsr-rt evaluate (missing {exc})"
+        ) from None
+
+
+_MUST_AGREE = ("threat_model", "metrics", "seed", "hr", "lr_source", "crop", "limit", "attack_loss")
+"""Settings that two runs must share to be merged into one table (where both record them)."""
+
+
+def merge_results(results: Sequence[EvaluationResult], names: Sequence[str] = ()) -> EvaluationResult:
+    """Join evaluations of the same images under the same protocol into one table.
+
+    Rows are the union of the runs' models (first appearance first), columns the union of their conditions
+    (in :data:`~certsr_rt.evaluation.runner.CONDITIONS` order); a cell that no run measured stays empty
+    (``n/a``). A cell measured by two runs must hold the same per-image values.
+
+    Args:
+        results: the runs (:func:`read_report`).
+        names: where each came from, recorded in the merged settings.
+
+    Returns:
+        The merged result; its settings keep every run's command and the summed seconds.
+
+    Raises:
+        InputError: no runs, different images, a protocol setting that differs, one label for two
+            different models, one condition described two ways, or one cell with two different values.
+    """
+    if not results:
+        raise InputError("nothing to merge: no evaluation reports given")
+    first = results[0]
+    names = list(names) or [f"run {i + 1}" for i in range(len(results))]
+    entries: dict[str, ModelEntry] = {}
+    described: dict[str, str] = {}
+    cells: dict[tuple[str, str], list[Measurement]] = {}
+    commands: list[str] = []
+    seconds = 0.0
+    for result, name in zip(results, names, strict=True):
+        if result.images != first.images:
+            raise InputError(
+                f"{name} evaluated other images than {names[0]}: {result.images} vs {first.images}"
+            )
+        for key in _MUST_AGREE:
+            if (
+                key in result.settings
+                and key in first.settings
+                and result.settings[key] != first.settings[key]
+            ):
+                ours, theirs = result.settings[key], first.settings[key]
+                raise InputError(f"{name} and {names[0]} differ in {key}: {ours!r} vs {theirs!r}")
+        for condition, text in result.settings.get("conditions", {}).items():
+            if described.setdefault(condition, text) != text:
+                raise InputError(
+                    f"{name} runs {condition} as {text!r}, another run as {described[condition]!r}"
+                )
+        for entry in result.entries:
+            known = entries.setdefault(entry.label, entry)
+            if known.key != entry.key:
+                raise InputError(
+                    f"{name} uses the label {entry.label!r} for another model: {entry.key} vs {known.key}"
+                )
+            rows: dict[str, list[Measurement]] = {}
+            for m in result.measurements.get(entry.key, []):
+                rows.setdefault(m.condition, []).append(m)
+            for condition, ms in rows.items():
+                previous = cells.setdefault((entry.label, condition), ms)
+                if previous != ms:
+                    raise InputError(
+                        f"{name} and another run measured {entry.label} under {condition} differently"
+                    )
+        command = result.settings.get("command")
+        commands += command if isinstance(command, list) else [command] if command else []
+        seconds += float(result.settings.get("seconds", 0.0) or 0.0)
+    conditions = [c for c in CONDITIONS if any(c in r.conditions for r in results)]
+    table = list(entries.values())
+    measurements: dict[tuple[str, float | None, int], list[Measurement]] = {e.key: [] for e in table}
+    filled = set()
+    for entry in table:
+        if entry.key in filled:
+            continue  # two labels for one computation (allowed within a run): the same measurements
+        filled.add(entry.key)
+        for condition in conditions:
+            measurements[entry.key] += cells.get((entry.label, condition), [])
+    settings = dict(first.settings)
+    settings.update(
+        conditions={c: described[c] for c in conditions if c in described},
+        command=commands,
+        seconds=round(seconds, 2),
+        merged_from=names,
+    )
+    return EvaluationResult(table, [], conditions, list(first.images), measurements, settings)
 
 
 def _sweep_series(result: EvaluationResult) -> dict[str, list[ModelEntry]]:
