@@ -66,11 +66,13 @@ def _env_int(name: str, default: int) -> int:
         raise InputError(f"environment variable {name} must be an integer, got {raw!r}") from None
 
 
-def init_distributed(use_cuda: bool) -> DistInfo:
+def init_distributed(use_cuda: bool, backend: str | None = None) -> DistInfo:
     """Join the process group described by torchrun's environment variables, if any.
 
     Args:
-        use_cuda: the processes train on CUDA (NCCL backend, one GPU per local rank); otherwise gloo.
+        use_cuda: the processes run on CUDA (one GPU per local rank, made the current device).
+        backend: the collectives' backend; default NCCL with ``use_cuda``, otherwise gloo. ``upscale``
+            passes gloo on GPUs too: only a few integers travel, on the CPU.
 
     Returns:
         This process's :class:`DistInfo`. With ``WORLD_SIZE`` unset or 1, a single-process info.
@@ -90,7 +92,9 @@ def init_distributed(use_cuda: bool) -> DistInfo:
         torch.cuda.set_device(local_rank)
     created = False
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
+        if backend is None:
+            backend = "nccl" if use_cuda else "gloo"
+        dist.init_process_group(backend=backend, init_method="env://")
         created = True
     return DistInfo(
         rank=dist.get_rank(),
