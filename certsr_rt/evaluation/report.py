@@ -347,6 +347,10 @@ def merge_results(results: Sequence[EvaluationResult], names: Sequence[str] = ()
         for condition in conditions:
             measurements[entry.key] += cells.get((entry.label, condition), [])
     settings = dict(first.settings)
+    for key in ("device", "torch"):  # may differ between parts: name every one
+        values = list(dict.fromkeys(str(r.settings[key]) for r in results if key in r.settings))
+        if values:
+            settings[key] = ", ".join(values)
     settings.update(
         conditions={c: described[c] for c in conditions if c in described},
         command=commands,
