@@ -825,7 +825,7 @@ def test_torch_backend_falls_back_through_the_shared_mechanism(caplog) -> None:
     backend = TorchBackend(model, "cpu", "fp32")
     backend.precision = "bf16"  # reduced precision runs on CUDA only; the mechanism is the same on CPU
     backend.activate()
-    assert backend._half is not None
+    assert backend._private is not None
 
     class Overflow(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
@@ -835,15 +835,35 @@ def test_torch_backend_falls_back_through_the_shared_mechanism(caplog) -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.inner(x) * float("inf")  # what an fp16 overflow does to an image
 
-    backend._half = dataclasses.replace(backend._half, module=Overflow(backend._half.module))
+    backend._private = dataclasses.replace(backend._private, module=Overflow(backend._private.module))
     x = torch.rand(2, 3, 5, 6)
     with caplog.at_level("WARNING", logger="certsr_rt"):
         got = backend.infer(x)
     with torch.inference_mode():
         expected = model.module(x)
     assert torch.equal(got, expected)
-    assert backend.fell_back_to_fp32 and backend.precision == "fp32" and backend._half is None
+    assert backend.fell_back_to_fp32 and backend.precision == "fp32" and backend._private is None
     assert sum(r.levelname == "WARNING" for r in caplog.records) == 1
+
+
+def test_torch_backend_channels_last_leaves_the_shared_model_as_it_is() -> None:
+    model = tiny_srvgg()
+    backend = TorchBackend(model, "cpu", "fp32")
+    backend.channels_last = True  # what CUDA turns on; the memory format logic is the same on CPU
+    backend.activate()
+    weights = [p for p in model.module.parameters() if p.dim() == 4]
+    assert weights and all(p.is_contiguous() for p in weights)  # the shared SRModel: untouched
+    private = [p for p in backend._private.module.parameters() if p.dim() == 4]
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in private)
+    x = torch.rand(2, 3, 5, 6)
+    got = backend.infer(x)
+    with torch.inference_mode():
+        expected = model.module(x)
+    assert got.is_contiguous() and got.dtype == torch.float32
+    assert (got - expected).abs().max().item() <= 1e-5
+    backend.precision = "bf16"
+    backend._fall_back_to_fp32()  # an fp32 copy, still channels_last; the shared model still untouched
+    assert backend._private is not None and all(p.is_contiguous() for p in weights)
 
 
 class _InfSession:

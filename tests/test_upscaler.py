@@ -89,7 +89,7 @@ def test_gray_is_smoothed_as_gray_and_its_bounds_count_gray_values(tiny):
     )
     seen = []
     real_infer = up.backend.infer
-    up.backend.infer = lambda b: (seen.append(b.clone()), real_infer(b))[1]
+    up.backend.infer = lambda b, **kw: (seen.append(b.clone()), real_infer(b, **kw))[1]
     r = up.upscale(img)
     # One noise value per pixel shared by the model's three input channels: a perturbation of the gray
     # image is then exactly a perturbation of what was smoothed, so the certified eps is the stated one.
@@ -128,7 +128,7 @@ def test_too_large_for_memory_is_one_input_error_with_advice(tiny, photo, monkey
 def test_an_allocation_failure_becomes_an_input_error(tiny, photo):
     up = make(tiny)
 
-    def fail(x):
+    def fail(x, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9072000000 B")
 
     up.backend.infer = fail
@@ -257,7 +257,7 @@ def test_fp16_nonfinite_falls_back_to_fp32(tiny, monkeypatch):
     backend = TorchBackend(tiny, "cpu")
     backend.activate()
     backend.precision = "fp16"
-    real_run = backend._run
+    real_run = backend._infer_impl
     calls = {"n": 0}
 
     def run(x):
@@ -266,7 +266,7 @@ def test_fp16_nonfinite_falls_back_to_fp32(tiny, monkeypatch):
             return torch.full((x.shape[0], 3, x.shape[2] * 4, x.shape[3] * 4), float("nan"))
         return real_run(x)
 
-    monkeypatch.setattr(backend, "_run", run)
+    monkeypatch.setattr(backend, "_infer_impl", run)
     out = backend.infer(torch.rand(2, 3, 6, 6))
     assert torch.isfinite(out).all()
     assert backend.fell_back_to_fp32 and backend.precision == "fp32"
@@ -296,3 +296,60 @@ def test_device_names_are_resolved_in_one_place(tiny):
         with pytest.raises(InputError, match="CUDA is not available"):
             Upscaler(tiny, device="cuda")
         assert resolve_device("cuda:1", check_available=False) == torch.device("cuda", 1)
+
+
+# ----------------------------------------------------------------------------- GPU slow-path logic on CPU
+
+
+class _OverflowingHalf(TorchBackend):
+    """A torch backend that pretends to run fp16 and overflows (inf) in the first chunk it computes."""
+
+    def __init__(self, model) -> None:
+        super().__init__(model, "cpu", "fp32")
+        self.precision = "fp16"  # the fallback mechanism is the same on CPU
+        self.runs: list[str] = []
+        self.syncs = 0
+
+    def _infer_impl(self, x: torch.Tensor) -> torch.Tensor:
+        self.runs.append(self.precision)
+        out = super()._infer_impl(x)
+        if self.precision == "fp16" and len(self.runs) == 1:
+            out[0, 0, 0, 0] = float("inf")
+        return out
+
+    def take_non_finite(self) -> bool:
+        self.syncs += 1
+        return super().take_non_finite()
+
+
+def test_half_precision_overflow_is_checked_once_per_image_and_the_image_recomputed(caplog) -> None:
+    model = load_model("tiny-srvgg")
+    backend = _OverflowingHalf(model)
+    config = SmoothingConfig(sigma=0.1, samples=6, seed=3, chunk_size=2)
+    up = Upscaler(model, config, device="cpu", backend=backend, tile=8, tile_overlap=2)
+    image = np.random.default_rng(0).random((12, 12, 3), dtype=np.float32)
+    with caplog.at_level("WARNING", logger="certsr_rt"):
+        got = up(image)
+    chunks = 4 * 3  # 4 tiles x 3 chunks: every chunk ran before the single check of the image
+    assert backend.runs == ["fp16"] * chunks + ["fp32"] * chunks
+    assert backend.syncs == 1 and backend.precision == "fp32" and backend.fell_back_to_fp32
+    assert sum(r.levelname == "WARNING" for r in caplog.records) == 1
+    reference = Upscaler(model, config, device="cpu", backend="torch", tile=8, tile_overlap=2)(image)
+    assert np.array_equal(got, reference)  # the recomputed image is the fp32 image
+    up(image)  # the next image: fp32 from the start, nothing deferred
+    assert backend.runs[2 * chunks :] == ["fp32"] * chunks and backend.syncs == 2
+
+
+def test_cuda_chunk_budget_counts_memory_cached_by_torch(monkeypatch) -> None:
+    model = load_model("tiny-srvgg")
+    up = Upscaler(model, SmoothingConfig(sigma=0.1, samples=21, seed=0), device="cpu", backend="torch")
+    up.device = torch.device("cuda", 0)  # only the budget arithmetic runs: no CUDA call is real
+    free, cached_unused = 1 * 2**30, 3 * 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: cached_unused + 2**30)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 2**30)
+    from certsr_rt.runtime.tiling import make_tiles
+
+    (tile,) = make_tiles(300, 300, 0, 0)
+    per_sample = 300 * 300 * 3_000  # SRVGGNetCompact's estimate per LR pixel
+    assert up._chunk_size(tile) == min(21, (free + cached_unused) // 2 // per_sample) == 7

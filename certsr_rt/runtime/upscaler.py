@@ -197,6 +197,7 @@ class Upscaler:
         # frame instead of regenerating it. Bounded by _NOISE_CACHE_BYTES; cleared when the key changes.
         self._noise_cache: dict[tuple[int, ...], torch.Tensor] = {}
         self._noise_cache_bytes = 0
+        self._finite: torch.Tensor | None = None  # the current image's samples are all finite (device)
 
         self.ranks: CertifiedRanks | None = None
         self.bounds = bounds
@@ -413,8 +414,8 @@ class Upscaler:
             pixels = (tile.y1 - tile.y0) * (tile.x1 - tile.x0)
             per_sample = pixels * _BYTES_PER_LR_PIXEL.get(self.model.architecture, 14_000)
             if self.device.type == "cuda":
-                free, _ = torch.cuda.mem_get_info(self.device)
-                budget = free // 2
+                # Free memory plus what torch's allocator holds cached but unused (it reuses that first).
+                budget = (_available_memory(self.device) or 0) // 2
             else:
                 budget = _CPU_BATCH_BUDGET
             chunk = max(1, int(budget // max(per_sample, 1)))
@@ -455,6 +456,29 @@ class Upscaler:
         )
 
     def _smooth(self, x: torch.Tensor, noise_key: int) -> UpscaleResult:
+        """Median-smoothed upscale of ``x`` (see :meth:`_smooth_pass`), checked for NaN/inf once per image.
+
+        On CUDA each read of a flag is a host synchronisation, so none happens per chunk or tile: the
+        backend folds its half-precision checks into one device flag (``infer(defer_check=True)``) and
+        each tile's samples add theirs to :attr:`_finite`; both are read here, once. If a half-precision
+        chunk overflowed, the backend has switched to fp32 and the image is computed again. Samples that
+        are still NaN/inf (broken weights) are an error: a black or clipped image is never written.
+
+        Raises:
+            BackendError: the model produced NaN/inf in fp32.
+        """
+        self._finite = None
+        result = self._smooth_pass(x, noise_key)
+        finite = self._finite is None or bool(self._finite)
+        if self.backend.take_non_finite():
+            self._finite = None
+            result = self._smooth_pass(x, noise_key)
+            finite = self._finite is None or bool(self._finite)
+        if not finite:
+            raise BackendError(self._non_finite_message())
+        return result
+
+    def _smooth_pass(self, x: torch.Tensor, noise_key: int) -> UpscaleResult:
         """Median-smoothed upscale of ``x`` (1 x C x H x W float32 on ``self.device``, in [0, 1]).
 
         ``C`` is the model's input channels, or 1 for a gray image. A gray image is smoothed *as a gray
@@ -505,15 +529,15 @@ class Upscaler:
                     batch = batch + sigma * self._noise(noise_key, tile, start, k, c)
                 if gray:
                     batch = batch.expand(k, self.model.in_channels, th, tw)
-                out = self.backend.infer(batch.contiguous())
+                out = self.backend.infer(batch.contiguous(), defer_check=True)
                 outputs[start : start + k] = out.mean(1, keepdim=True) if gray else out
                 done += 1
                 if self.progress is not None:
                     self.progress(done, total)
             # A model that gives NaN/inf (broken weights, an overflow) would be written as a black or
-            # clipped image; half precision has already been recomputed in fp32 by the backend.
-            if not bool(torch.isfinite(outputs).all()):
-                raise BackendError(self._non_finite_message())
+            # clipped image: a device flag per tile, read once per image by _smooth (no sync here).
+            tile_finite = torch.isfinite(outputs).all()
+            self._finite = tile_finite if self._finite is None else self._finite & tile_finite
             if schedule is not None:
                 med, stats, tile_radius = self._sorted_statistics(outputs, ranks, schedule)
                 ys, xs = slice(tile.y0 * s, tile.y1 * s), slice(tile.x0 * s, tile.x1 * s)

@@ -57,6 +57,7 @@ class Backend(ABC):
         self.max_batch = max_batch
         self.is_active = False
         self.fell_back_to_fp32 = False
+        self._finite: torch.Tensor | None = None  # device flag of the deferred checks (infer(defer=True))
 
     def activate(self) -> Backend:
         """Prepare for inference (load sessions/engines, allocate). Idempotent. Returns self."""
@@ -77,12 +78,16 @@ class Backend(ABC):
     def __exit__(self, *exc: object) -> None:
         self.deactivate()
 
-    def infer(self, x: torch.Tensor) -> torch.Tensor:
+    def infer(self, x: torch.Tensor, *, defer_check: bool = False) -> torch.Tensor:
         """Run the generator on a batch.
 
         Args:
             x: ``N x C x H x W`` float32 tensor on :attr:`device`, values around [0, 1] (noisy inputs are
                 not clipped), ``C == in_channels``.
+            defer_check: in half precision, do not read the NaN/inf check back now: fold it into one flag
+                on the device, which :meth:`take_non_finite` reads once (the Upscaler, once per image,
+                instead of one host synchronisation per chunk). The caller then recomputes what it got
+                since the last :meth:`take_non_finite` if that says so.
 
         Returns:
             ``N x C x (scale*H) x (scale*W)`` float32 tensor on :attr:`device`, not clamped.
@@ -94,7 +99,8 @@ class Backend(ABC):
 
         When :attr:`precision` is not ``fp32`` and the output holds NaN or inf, the backend switches to
         fp32 for good (:meth:`_fall_back_to_fp32`), logs one warning, sets :attr:`fell_back_to_fp32` and
-        recomputes the batch. The check reads one flag back from the device per half-precision batch.
+        recomputes the batch. The check reads one flag back from the device per half-precision batch,
+        unless ``defer_check``.
         """
         if not self.is_active:
             self.activate()
@@ -111,22 +117,43 @@ class Backend(ABC):
         if self.max_batch is not None and x.shape[0] > self.max_batch:
             raise InputError(f"Expected a batch of at most {self.max_batch}, but got {x.shape[0]}")
         out = self._infer_impl(x)
-        if self.precision != "fp32" and not bool(torch.isfinite(out).all()):
-            was = self.precision
-            self._fall_back_to_fp32()
-            self.precision = "fp32"
-            self.fell_back_to_fp32 = True
-            log.warning(
-                "the %s backend produced NaN/inf in %s; recomputing in fp32 (and staying in fp32)",
-                self.name,
-                was,
-            )
-            out = self._infer_impl(x)
+        if self.precision != "fp32":
+            finite = torch.isfinite(out).all()
+            if defer_check:
+                self._finite = finite if self._finite is None else self._finite & finite
+            elif not bool(finite):
+                self._switch_to_fp32()
+                out = self._infer_impl(x)
         n, c, h, w = x.shape
         expected = (n, out.shape[1], h * self.scale, w * self.scale)
         if out.dim() != 4 or tuple(out.shape) != expected:
             raise BackendError(f"{self.name} backend returned shape {tuple(out.shape)}, expected {expected}")
         return out
+
+    def take_non_finite(self) -> bool:
+        """Whether a half-precision batch since the last call, inferred with ``defer_check``, gave NaN/inf.
+
+        Reads the deferred flag back from the device (one synchronisation) and clears it. When it is set,
+        the backend has switched to fp32 for good (as :meth:`infer` does) and the caller must recompute
+        those batches.
+
+        Raises:
+            BackendError: a batch gave NaN/inf and this backend cannot switch to fp32.
+        """
+        finite, self._finite = self._finite, None
+        if finite is None or bool(finite):
+            return False
+        self._switch_to_fp32()
+        return True
+
+    def _switch_to_fp32(self) -> None:
+        was = self.precision
+        self._fall_back_to_fp32()
+        self.precision = "fp32"
+        self.fell_back_to_fp32 = True
+        log.warning(
+            "the %s backend produced NaN/inf in %s; recomputing in fp32 (and staying in fp32)", self.name, was
+        )
 
     @abstractmethod
     def _activate_impl(self) -> None: ...

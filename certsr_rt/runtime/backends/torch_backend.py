@@ -42,36 +42,35 @@ class TorchBackend(Backend):
         super().__init__(device=device, scale=model.scale, in_channels=model.in_channels, precision=precision)
         self.model = model
         self.channels_last = channels_last and device.type == "cuda"
-        self._half = None
+        self._private = None
 
     def _activate_impl(self) -> None:
         self.model.to(self.device)
         self.model.module.eval()
-        # Half precision runs on a private copy: the SRModel is shared (attacks, training, other backends)
-        # and must stay fp32.
-        self._half = None
-        if self.precision != "fp32":
-            half = copy.deepcopy(self.model.module).to(dtype=_DTYPES[self.precision])
-            self._half = dataclasses.replace(self.model, module=half)
+        # Half precision and channels_last run on a private copy: the SRModel is shared (attacks, training,
+        # other backends) and stays fp32 in its own memory format.
+        self._private = None
+        if self.precision != "fp32" or self.channels_last:
+            self._private = self._private_copy(self.precision)
+
+    def _private_copy(self, precision: str):
+        module = copy.deepcopy(self.model.module).to(dtype=_DTYPES[precision])
         if self.channels_last:
-            for m in (self.model, self._half):
-                if m is not None:
-                    m.module.to(memory_format=torch.channels_last)
+            module = module.to(memory_format=torch.channels_last)
+        return dataclasses.replace(self.model, module=module)
 
     def _deactivate_impl(self) -> None:
-        self._half = None
+        self._private = None
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
+    def _infer_impl(self, x: torch.Tensor) -> torch.Tensor:
+        model = self._private if self._private is not None else self.model
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            if self.precision == "fp32":
-                return self.model(x)
-            return self._half(x.to(_DTYPES[self.precision])).float()
-
-    def _infer_impl(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run(x).contiguous()
+            out = model(x if self.precision == "fp32" else x.to(_DTYPES[self.precision]))
+        # fp32 and contiguous in one copy at most (none for an fp32 contiguous output).
+        return out.to(torch.float32, memory_format=torch.contiguous_format)
 
     def _fall_back_to_fp32(self) -> None:
-        # The fp32 SRModel is already on the device; only the half copy goes.
-        self._half = None
+        # The half copy goes; the shared fp32 SRModel serves, or an fp32 copy where channels_last is on.
+        self._private = self._private_copy("fp32") if self.channels_last else None
