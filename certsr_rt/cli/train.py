@@ -159,7 +159,8 @@ def train_command(
     perceptual_weights: Annotated[
         Path | None,
         typer.Option(
-            help="Local VGG16/VGG19 features file (offline); default: torchvision VGG19.",
+            help="Local VGG16/VGG19 features file; default: torchvision VGG19, or where it cannot be had the "
+            "bundled VGG16 ImageNet features (with a warning).",
             rich_help_panel=_LOSS,
             show_default=False,
         ),
