@@ -141,7 +141,7 @@ def test_a_model_that_outputs_nan_is_an_error_and_nothing_is_written(tmp_path: P
     source = write_image(tmp_path / "in.png", np.full((8, 8, 3), 128, np.uint8))
     result = _cli("upscale", source, "--model", checkpoint, "--device", "cpu", "--samples", "3", "-q")
     assert result.exit_code == 1, result.output
-    (line,) = result.stderr.strip().splitlines()
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
     assert line.startswith(f"error: {source}: the model broken from ") and "produced NaN or inf" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.safetensors", "in.png"]
     assert "invalid value" not in result.output
@@ -357,3 +357,38 @@ def test_the_offline_vgg_message_names_a_user_remedy(monkeypatch: pytest.MonkeyP
     message = str(info.value)
     assert "--perceptual-weights FILE" in message and "vgg19-dcbb9e9d.pth" in message
     assert "shared" not in message and "weights_path" not in message
+
+
+# ------------------------------------------------------------------------------------------------ tiles
+
+
+@pytest.mark.parametrize(
+    ("model", "tile", "minimum"), [("realesrgan-x4plus", 32, 96), ("realesr-animevideov3-x4", 4, 24)]
+)
+def test_tiles_under_the_bundled_models_minimum_are_refused_before_any_work(
+    tmp_path: Path, model: str, tile: int, minimum: int
+) -> None:
+    source = _png(tmp_path / "chip.png")
+    result = _cli("upscale", source, "--model", model, "--device", "cpu", "--tile", str(tile), "--seed", "1")
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: tile {tile} px is too small for this {'RRDBNet' if minimum == 96 else 'SRVGGNetCompact'} "
+        f"model: tiles under {minimum} px give visibly different output (seams, blocks: the network sees "
+        f"too little context); use --tile {minimum} or more, or --tile 0 for the whole image"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chip.png"]
+
+
+def test_the_overlap_has_the_architectures_floor() -> None:
+    from certsr_rt.runtime.tiling import resolve_overlap, tile_limits
+
+    deep = {"num_block": 23}
+    assert resolve_overlap("RRDBNet", deep, 192, None) == 32  # was 16: seams up to 96 levels
+    assert resolve_overlap("SRVGGNetCompact", {"num_conv": 16}, 192, None) == 16
+    assert resolve_overlap("SRVGGNetCompact", {"num_conv": 16}, 24, None) == 8  # a quarter would be 6
+    # a depth between two measured models takes the deeper one's limits; unknown depth: the strictest
+    assert tile_limits("RRDBNet", {"num_block": 6}).measured_on == "realesrgan-x4plus"
+    assert tile_limits("RRDBNet", {"num_block": 1}).measured_on == "tiny-rrdbnet"
+    assert tile_limits("SRVGGNetCompact", None).min_tile == 24
+    assert tile_limits("SomethingElse").min_tile == 96

@@ -193,12 +193,20 @@ def test_bad_option_values_are_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2
 
 
-def test_small_tiles_work(tmp_path: Path) -> None:
-    # Tiles of 16 pixels or less used to be refused for not exceeding the fixed 16-pixel overlap.
+def test_small_tiles_work_down_to_the_models_minimum(tmp_path: Path) -> None:
+    # Tiles of 16 pixels or less used to be refused for not exceeding the fixed 16-pixel overlap; now the
+    # floor is the model's measured minimum (tiny-rrdbnet: 12 px, runtime.tiling.TILE_LIMITS).
     a = write_image(tmp_path / "a.png", _image((H, W, 3), np.uint8))
-    result = _invoke(a, *FAST, "--tile", "8")
+    result = _invoke(a, *FAST, "--tile", "12")
     assert result.exit_code == 0, result.stderr
     assert read_image(tmp_path / "a_x4.png").shape == (4 * H, 4 * W, 3)
+    refused = _invoke(tmp_path / "a.png", *FAST, "--tile", "8", "-o", tmp_path / "b.png")
+    assert refused.exit_code == 1 and not (tmp_path / "b.png").exists()
+    assert _error_lines(refused) == [
+        "error: tile 8 px is too small for this RRDBNet model: tiles under 12 px give visibly different "
+        "output (seams, blocks: the network sees too little context); use --tile 12 or more, or --tile 0 "
+        "for the whole image"
+    ]
 
 
 def test_two_inputs_one_output_is_refused(tmp_path: Path) -> None:

@@ -41,7 +41,8 @@ class _Nearest(torch.nn.Module):
 
 def _nearest_model() -> object:
     """A 'generator' that is nearest-neighbour x4 upsampling: its noisy outputs are known exactly."""
-    return make_model(_Nearest().eval(), "nearest-x4", "SRVGGNetCompact", default_sigma=0.1)
+    # num_conv 0: no context beyond the pixel, so the smallest tile limits apply (runtime.tiling)
+    return make_model(_Nearest().eval(), "nearest-x4", "SRVGGNetCompact", {"num_conv": 0}, default_sigma=0.1)
 
 
 def _samples(x: torch.Tensor, n: int, sigma: float, seed: int) -> torch.Tensor:

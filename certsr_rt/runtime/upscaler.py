@@ -23,7 +23,7 @@ import torch
 from certsr_rt._device import resolve_device
 from certsr_rt.errors import BackendError, InputError, first_line
 from certsr_rt.runtime.backends.base import Backend
-from certsr_rt.runtime.tiling import Tile, blend_weights, make_tiles, max_coverage
+from certsr_rt.runtime.tiling import Tile, blend_weights, make_tiles, max_coverage, resolve_overlap
 from certsr_rt.smoothing.config import SmoothingConfig
 from certsr_rt.smoothing.noise import gaussian_field
 
@@ -53,6 +53,8 @@ _BYTES_PER_LR_PIXEL = {"RRDBNet": 14_000, "SRVGGNetCompact": 3_000}
 # 0.95 s/sample in batches of 1-5 but 1.33 s/sample in one batch of 21 (benchmarks/results/cost_cpu.md).
 # 256 MiB keeps RRDBNet batches near 20k LR pixels.
 _CPU_BATCH_BUDGET = 256 * 1024**2
+# Chunks per tile on a CPU at least (n = 21: 7 chunks of 3), so the progress bar moves in small steps.
+_CPU_PROGRESS_STEPS = 7
 _NOISE_CACHE_BYTES = 512 * 1024**2
 _DEFAULT_TILE_OVERLAP = 16
 # The backend that runs an exported file when none is named.
@@ -169,9 +171,7 @@ class Upscaler:
     ) -> None:
         if tile < 0:
             raise InputError(f"tile must be 0 (no tiling) or a positive size in pixels, got {tile}")
-        if tile_overlap is None:
-            tile_overlap = min(_DEFAULT_TILE_OVERLAP, tile // 4)
-        if tile_overlap < 0 or (0 < tile <= tile_overlap):
+        if tile_overlap is not None and (tile_overlap < 0 or (0 < tile <= tile_overlap)):
             raise InputError(f"tile must be 0 or larger than tile_overlap ({tile_overlap}), got {tile}")
         self.device = resolve_device(device)
         if isinstance(model, (str, Path)):
@@ -184,6 +184,13 @@ class Upscaler:
 
                 model = load_model(model)
         self.model: SRModel | ExportedModel = model
+        # Tiles smaller than the network's context are refused; the overlap has the architecture's floor.
+        hyperparameters = getattr(self.model, "hyperparameters", None)
+        tile_overlap = resolve_overlap(
+            self.model.architecture, hyperparameters, tile, tile_overlap, _DEFAULT_TILE_OVERLAP
+        )
+        if 0 < tile <= tile_overlap:
+            raise InputError(f"tile must be 0 or larger than tile_overlap ({tile_overlap}), got {tile}")
         default_sigma = self.model.default_sigma
         self.sigma_is_model_default = smoothing is None or smoothing.sigma is None
         self.smoothing = (smoothing or SmoothingConfig()).resolved(
@@ -273,6 +280,29 @@ class Upscaler:
         """How many ``progress`` steps one ``height x width`` image takes (tiles x chunks)."""
         tiles = make_tiles(height, width, self.tile, self.tile_overlap)
         return sum(math.ceil(self.samples / self._chunk_size(t)) for t in tiles)
+
+    def describe_work(self, height: int, width: int) -> str:
+        """The work of one ``height x width`` image, e.g. ``4 tiles x 21 samples = 84 forward passes``."""
+        tiles = make_tiles(height, width, self.tile, self.tile_overlap)
+        n = self.samples
+        what = "1 tile" if len(tiles) == 1 else f"{len(tiles)} tiles"
+        out_mp = height * width * self.scale**2 / 1e6
+        return (
+            f"{width}x{height} -> {out_mp:.2f} MP: {what} x {n} sample{'s' if n > 1 else ''} = "
+            f"{len(tiles) * n} forward passes in {self.work_units(height, width)} steps"
+        )
+
+    def describe(self) -> str:
+        """One line for the start of a run: model, where it runs, n, sigma, seed and tiling."""
+        m, s = self.model, self.smoothing
+        tiling = "whole image" if self.tile == 0 else f"tiles {self.tile} px (overlap {self.tile_overlap})"
+        noise = f"n={self.samples}, sigma {s.sigma:g}, seed {s.seed}"
+        if self.is_plain:
+            noise = "no noise (plain model)"
+        return (
+            f"{m.name} ({m.architecture} x{m.scale}) on {self.device}, {self.backend.name} "
+            f"{self.backend.precision}: {noise}, {tiling}"
+        )
 
     def __call__(self, image: np.ndarray | torch.Tensor, *, noise_key: int = 0) -> np.ndarray | torch.Tensor:
         """Upscale one image (see :meth:`upscale`); returns only the image."""
@@ -419,6 +449,10 @@ class Upscaler:
             else:
                 budget = _CPU_BATCH_BUDGET
             chunk = max(1, int(budget // max(per_sample, 1)))
+            if self.device.type != "cuda":
+                # Progress is reported per chunk: on a CPU, where one image takes minutes, split the
+                # samples into at least _CPU_PROGRESS_STEPS chunks (small batches cost no speed there).
+                chunk = min(chunk, max(1, math.ceil(n / _CPU_PROGRESS_STEPS)))
         if self.backend.max_batch is not None:
             chunk = min(chunk, self.backend.max_batch)
         return max(1, min(chunk, n))
