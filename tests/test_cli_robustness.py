@@ -392,3 +392,40 @@ def test_the_overlap_has_the_architectures_floor() -> None:
     assert tile_limits("RRDBNet", {"num_block": 1}).measured_on == "tiny-rrdbnet"
     assert tile_limits("SRVGGNetCompact", None).min_tile == 24
     assert tile_limits("SomethingElse").min_tile == 96
+
+
+# ------------------------------------------------------------------------------- a newcomer's first run
+
+
+def test_a_run_without_a_terminal_says_what_it_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from certsr_rt.cli import upscale
+
+    monkeypatch.setattr(upscale, "_LINE_SECONDS", 0.0)  # a progress line at every step (normally 30 s)
+    source = _png(tmp_path / "chip.png")
+    result = _cli(
+        "upscale", source, "--model", "tiny-srvgg", "--device", "cpu", "--seed", "5", "--backend", "torch"
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    start = [line for line in lines if line.startswith("upscaling with ")]
+    assert start == [
+        "upscaling with tiny-srvgg (SRVGGNetCompact x4) on cpu, torch fp32: n=21, sigma 0.06, seed 5, "
+        "tiles 192 px (overlap 16)"
+    ]
+    assert "1/1 chip.png: 10x8 -> 0.00 MP: 1 tile x 21 samples = 21 forward passes in 7 steps" in lines
+    progress = [line.strip() for line in lines if line.startswith("  1/1 chip.png: ")]
+    assert progress == [f"1/1 chip.png: {round(100 * i / 7)}%" for i in range(1, 8)]  # 7 chunks of 3
+
+
+def test_cpu_progress_moves_in_at_least_seven_steps_per_tile() -> None:
+    import numpy as np
+
+    from certsr_rt import SmoothingConfig, Upscaler
+
+    calls: list[tuple[int, int]] = []
+    up = Upscaler(
+        "tiny-srvgg", SmoothingConfig(sigma=0.05, samples=21, seed=0), device="cpu", backend="torch"
+    )
+    up.progress = lambda done, total: calls.append((done, total))
+    up(np.zeros((16, 16, 3), np.uint8))
+    assert calls == [(i, 7) for i in range(1, 8)]  # 7 chunks of 3 samples, not one chunk of 21

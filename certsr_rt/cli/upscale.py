@@ -351,6 +351,10 @@ def _write_radius_map(target: Path, radius: Any, summary: Any, provenance: dict[
 # --------------------------------------------------------------------------------------------- progress
 
 
+_LINE_SECONDS = 30.0
+"""Without a terminal, the shortest time between two progress lines."""
+
+
 class _BatchProgress:
     """One bar across the batch, fed by the Upscaler's ``progress(done, total)`` per tile and chunk.
 
@@ -358,8 +362,14 @@ class _BatchProgress:
     at the average of those seen so far, so the total (and the ETA) firms up as the batch goes.
     """
 
-    def __init__(self, progress: Progress | None, n_inputs: int) -> None:
+    def __init__(self, progress: Progress | None, n_inputs: int, *, lines: bool = False) -> None:
         self.progress = progress
+        # Without a terminal (a log file, a pipe): one line per input with its work, then a progress
+        # line at most every _LINE_SECONDS, so a long run is never silent for minutes.
+        self.lines = lines
+        self.last_line = time.monotonic()
+        self.last_share = 0.0
+        self.current = ""
         self.remaining = n_inputs
         self.known: list[int] = []
         self.base = 0
@@ -368,6 +378,12 @@ class _BatchProgress:
         self.task = progress.add_task("starting", total=None) if progress is not None else None
 
     def _update(self, completed: float, description: str | None = None) -> None:
+        if self.lines and self.units and completed > self.base:
+            now = time.monotonic()
+            share = min((completed - self.base) / self.units, 1.0)
+            if now - self.last_line >= _LINE_SECONDS and share > self.last_share:
+                self.last_line, self.last_share = now, share
+                _err(f"  {self.current}: {share:.0%}")
         if self.progress is None or self.task is None:
             return
         average = sum(self.known) / len(self.known) if self.known else 1.0
@@ -377,8 +393,22 @@ class _BatchProgress:
             kwargs["description"] = description
         self.progress.update(self.task, **kwargs)
 
-    def start(self, index: int, n_inputs: int, name: str, units: int | None, video: bool = False) -> None:
+    def start(
+        self,
+        index: int,
+        n_inputs: int,
+        name: str,
+        units: int | None,
+        video: bool = False,
+        *,
+        detail: str | None = None,
+    ) -> None:
         """A new input begins; ``units`` is its work (None: unknown, counted at the average)."""
+        self.current = f"{index}/{n_inputs} {name}"
+        self.last_share = 0.0
+        if self.lines:
+            _err(f"{self.current}{f': {detail}' if detail else ''}")
+            self.last_line = time.monotonic()
         self.remaining -= 1
         self.base = sum(self.known)
         if units is None:
@@ -573,7 +603,7 @@ class _Run:
             if show_bar
             else None
         )
-        tracker = _BatchProgress(progress, len(plan))
+        tracker = _BatchProgress(progress, len(plan), lines=not self.quiet and progress is None)
         upscaler.progress = tracker.on_tile
         try:
             if progress is not None:
@@ -708,6 +738,7 @@ class _Run:
             if smoothing.seed_drawn:
                 how = f"drawn from the OS; repeat this run with --seed {chosen}"
             self.info(f"seed {chosen} ({how}; recorded in the output's metadata)")
+        self.info(f"upscaling with {upscaler.describe()}")
         return upscaler
 
     def _one(
@@ -742,7 +773,13 @@ class _Run:
             raise
         height, width = image.shape[:2]
         check_image_size(height, width, upscaler.scale, name=source)
-        tracker.start(index, n_inputs, source.name, upscaler.work_units(height, width))
+        tracker.start(
+            index,
+            n_inputs,
+            source.name,
+            upscaler.work_units(height, width),
+            detail=upscaler.describe_work(height, width),
+        )
         result = upscaler.upscale(image)
         provenance = upscaler.provenance()
         write_image(target, result.image, provenance=provenance)
