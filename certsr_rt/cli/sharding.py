@@ -22,14 +22,17 @@ What the command does with a :class:`Shard` (``certsr_rt/cli/upscale.py``):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
 from certsr_rt.errors import InputError
-from certsr_rt.train.distributed import DistInfo, cleanup_distributed, init_distributed
+
+if TYPE_CHECKING:
+    from certsr_rt.train.distributed import DistInfo
 
 __all__ = ["Shard", "join_shard"]
 
@@ -41,30 +44,31 @@ class Shard:
     """This process's place in a sharded run (a single process: rank 0 of 1, every call a no-op).
 
     Attributes:
-        info: rank, world size and local rank.
+        info: rank, world size and local rank (``None``: a single process).
     """
 
-    info: DistInfo = field(default_factory=DistInfo)
+    # None, not DistInfo(), in one process: certsr_rt.train pulls in the trainer, which upscale needs not.
+    info: DistInfo | None = None
 
     @property
     def enabled(self) -> bool:
         """True with more than one process."""
-        return self.info.enabled
+        return self.info is not None and self.info.enabled
 
     @property
     def rank(self) -> int:
         """Global rank."""
-        return self.info.rank
+        return self.info.rank if self.info is not None else 0
 
     @property
     def world_size(self) -> int:
         """Number of processes."""
-        return self.info.world_size
+        return self.info.world_size if self.info is not None else 1
 
     @property
     def is_main(self) -> bool:
         """Rank 0: prints what all ranks share (notes, progress, problems every rank sees, the summary)."""
-        return self.info.is_main
+        return self.rank == 0
 
     def mine(self, items: Sequence[T]) -> list[T]:
         """This rank's part of ``items``: every ``world_size``-th item from position ``rank``."""
@@ -102,7 +106,10 @@ class Shard:
 
     def close(self) -> None:
         """Leave the group (if :func:`join_shard` created it)."""
-        cleanup_distributed(self.info)
+        if self.info is not None:
+            from certsr_rt.train.distributed import cleanup_distributed
+
+            cleanup_distributed(self.info)
 
 
 def join_shard(device: str) -> tuple[Shard, str]:
@@ -118,6 +125,10 @@ def join_shard(device: str) -> tuple[Shard, str]:
     Raises:
         InputError: bad torchrun variables, or fewer CUDA devices on this machine than local ranks.
     """
+    if os.environ.get("WORLD_SIZE", "1") in ("", "1"):
+        return Shard(), device  # not under torchrun (a bad WORLD_SIZE is reported below)
+    from certsr_rt.train.distributed import init_distributed
+
     info = init_distributed(use_cuda=False, backend="gloo")
     if not info.enabled:
         return Shard(info), device
