@@ -357,3 +357,23 @@ def test_cuda_chunk_budget_counts_memory_cached_by_torch(monkeypatch) -> None:
     (tile,) = make_tiles(300, 300, 0, 0)
     per_sample = 300 * 300 * 3_000  # SRVGGNetCompact's estimate per LR pixel
     assert up._chunk_size(tile) == min(21, (free + cached_unused) // 2 // per_sample) == 7
+
+
+def test_on_cuda_the_default_tiling_takes_the_whole_image_when_it_fits(monkeypatch) -> None:
+    from certsr_rt.runtime import upscaler as upscaler_module
+
+    model = load_model("tiny-srvgg")
+    config = SmoothingConfig(sigma=0.1, samples=21, seed=0)
+    up = Upscaler(model, config, device="cpu", backend="torch")
+    assert up.auto_tile and up.tile == 192
+    assert len(up._tiles(480, 640)) > 1  # CPU: 192 px tiles
+    fixed = Upscaler(model, config, device="cpu", backend="torch", tile=192)
+    for u in (up, fixed):
+        u.device = torch.device("cuda", 0)  # only the tiling decision runs: no CUDA call is real
+    # 480x640 at n = 21 needs about 2.7 GB (2 x 21 outputs of 1920x2560x3 float32, plus the result).
+    monkeypatch.setattr(upscaler_module, "_available_memory", lambda device: 80 * 2**30)
+    assert len(up._tiles(480, 640)) == 1 and up.work_units(480, 640) == 1
+    assert len(fixed._tiles(480, 640)) > 1  # an explicit tile is kept
+    assert "the whole image where it fits in memory" in up.describe()
+    monkeypatch.setattr(upscaler_module, "_available_memory", lambda device: 2 * 2**30)
+    assert len(up._tiles(480, 640)) > 1  # too large at once: 192 px tiles

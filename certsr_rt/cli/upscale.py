@@ -151,16 +151,17 @@ def upscale_command(
         DeviceChoice, typer.Option(case_sensitive=False, help="Where to run.")
     ] = DeviceChoice.auto,
     tile: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=0,
             metavar="PX",
             help="Tile size in input pixels (0 = whole image at once); tiles overlap by 16 px (a quarter of "
             "tiles under 64 px, at least the model's floor: 32 for RRDBNet, 8 for the compact model) and are "
             "blended. Tiles under the model's minimum (RRDBNet 96, compact 24) are refused: their output "
-            "differs visibly from untiled.",
+            "differs visibly from untiled. Default: 192; on CUDA the whole image when it fits in memory.",
+            show_default=False,
         ),
-    ] = 192,
+    ] = None,
     bounds: Annotated[
         float | None,
         typer.Option(
@@ -494,7 +495,7 @@ class _Run:
         seed: int | None,
         model: str,
         device: str,
-        tile: int,
+        tile: int | None,
         bounds: float | None,
         alpha: float,
         backend: str | None,
@@ -697,7 +698,7 @@ class _Run:
         samples: int,
         seed: int | None,
         device: str,
-        tile: int,
+        tile: int | None,
         bounds: float | None,
         alpha: float,
         backend: str | None,

@@ -57,6 +57,7 @@ _CPU_BATCH_BUDGET = 256 * 1024**2
 _CPU_PROGRESS_STEPS = 7
 _NOISE_CACHE_BYTES = 512 * 1024**2
 _DEFAULT_TILE_OVERLAP = 16
+_DEFAULT_TILE = 192
 # The backend that runs an exported file when none is named.
 _DEFAULT_BACKEND = {"onnx": "onnxruntime", "engine": "tensorrt"}
 # Float inputs this far outside [0, 1] are rounding (clipped silently); further out is an error.
@@ -137,7 +138,10 @@ class Upscaler:
             :class:`~certsr_rt.runtime.backends.base.Backend`. ``None``: ``torch`` for a model or
             checkpoint, ``onnxruntime`` for an ``.onnx`` file, ``tensorrt`` for an ``.engine``.
         precision: ``auto``, ``fp32``, ``fp16`` or ``bf16`` (half precisions on CUDA only).
-        tile: tile size in LR pixels; ``0`` processes the whole image at once.
+        tile: tile size in LR pixels; ``0`` processes the whole image at once. ``None`` (the default): 192,
+            except on CUDA, where an image whose whole-image memory estimate fits (:meth:`_check_memory`)
+            is processed at once: no seams, and none of the pixels tiles compute twice (up to 71 % more at
+            192 px with a 16 px overlap).
         tile_overlap: overlap of neighbouring tiles in LR pixels, blended linearly; ``None``: 16, or a
             quarter of the tile for tiles under 64 pixels.
         bounds: compute certified per-pixel bounds (Lemma 4.1) for perturbations with ``||delta||_2 < eps``.
@@ -163,12 +167,15 @@ class Upscaler:
         device: str | torch.device = "auto",
         backend: str | Backend | None = None,
         precision: str = "auto",
-        tile: int = 192,
+        tile: int | None = None,
         tile_overlap: int | None = None,
         bounds: BoundsConfig | None = None,
         progress: ProgressCallback | None = None,
         radius: RadiusMapConfig | None = None,
     ) -> None:
+        self.auto_tile = tile is None
+        if tile is None:
+            tile = _DEFAULT_TILE
         if tile < 0:
             raise InputError(f"tile must be 0 (no tiling) or a positive size in pixels, got {tile}")
         if tile_overlap is not None and (tile_overlap < 0 or (0 < tile <= tile_overlap)):
@@ -278,12 +285,12 @@ class Upscaler:
 
     def work_units(self, height: int, width: int) -> int:
         """How many ``progress`` steps one ``height x width`` image takes (tiles x chunks)."""
-        tiles = make_tiles(height, width, self.tile, self.tile_overlap)
+        tiles = self._tiles(height, width)
         return sum(math.ceil(self.samples / self._chunk_size(t)) for t in tiles)
 
     def describe_work(self, height: int, width: int) -> str:
         """The work of one ``height x width`` image, e.g. ``4 tiles x 21 samples = 84 forward passes``."""
-        tiles = make_tiles(height, width, self.tile, self.tile_overlap)
+        tiles = self._tiles(height, width)
         n = self.samples
         what = "1 tile" if len(tiles) == 1 else f"{len(tiles)} tiles"
         out_mp = height * width * self.scale**2 / 1e6
@@ -296,6 +303,8 @@ class Upscaler:
         """One line for the start of a run: model, where it runs, n, sigma, seed and tiling."""
         m, s = self.model, self.smoothing
         tiling = "whole image" if self.tile == 0 else f"tiles {self.tile} px (overlap {self.tile_overlap})"
+        if self.auto_tile and self.device.type == "cuda":
+            tiling = f"the whole image where it fits in memory, else {tiling}"
         noise = f"n={self.samples}, sigma {s.sigma:g}, seed {s.seed}"
         if self.is_plain:
             noise = "no noise (plain model)"
@@ -457,6 +466,18 @@ class Upscaler:
             chunk = min(chunk, self.backend.max_batch)
         return max(1, min(chunk, n))
 
+    def _tiles(self, height: int, width: int) -> list[Tile]:
+        """The tiles of a ``height x width`` image: on CUDA with ``tile=None``, the whole image if it fits."""
+        if self.auto_tile and self.device.type == "cuda" and self.tile != 0:
+            whole = make_tiles(height, width, 0, 0)
+            try:
+                self._check_memory(height, width, self.model.in_channels, whole, 2 if self.ranks else 0)
+            except InputError:
+                pass  # too large at once: tiles
+            else:
+                return whole
+        return make_tiles(height, width, self.tile, self.tile_overlap)
+
     def _check_memory(self, h: int, w: int, c: int, tiles: list[Tile], n_ranks: int) -> None:
         """Refuse, before any work, an image whose buffers cannot fit in the memory available now.
 
@@ -534,7 +555,7 @@ class Upscaler:
         s = self.scale
         n = self.samples
         sigma = self.smoothing.sigma
-        tiles = make_tiles(h, w, self.tile, self.tile_overlap)
+        tiles = self._tiles(h, w)
         union = max_coverage(tiles)
         certified = self._ranks_for(union)
         ranks: Sequence[int] = ()
