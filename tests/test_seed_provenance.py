@@ -177,3 +177,27 @@ def test_a_video_uses_one_seed_for_all_frames_and_records_it(tmp_path: Path) -> 
         frames = list(reader)
     assert len(frames) == 3
     assert max(np.abs(f.astype(int) - frames[0].astype(int)).max() for f in frames) <= 2  # codec noise only
+
+
+@pytest.mark.parametrize("ext", [".mkv", ".webm"])
+def test_a_video_with_the_same_seed_is_byte_identical_and_without_one_gets_a_new_seed(
+    tmp_path: Path, ext: str
+) -> None:
+    pytest.importorskip("av", reason="the video extra (PyAV) is not installed")
+    from certsr_rt.io.video import VideoWriter, read_video_provenance
+
+    src = tmp_path / f"clip{ext}"
+    rng = np.random.default_rng(3)
+    with VideoWriter(src, width=8, height=8, fps=Fraction(4)) as writer:
+        for _ in range(2):
+            writer.write(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    # Matroska and WebM write a random segment UID and a date unless muxed bit-exact.
+    one, two = tmp_path / f"one{ext}", tmp_path / f"two{ext}"
+    _invoke(src, *FAST, "--seed", "17", "-o", one)
+    _invoke(src, *FAST, "--seed", "17", "-o", two)
+    assert one.read_bytes() == two.read_bytes()
+    first = _seed_line(_invoke(src, *FAST, "-o", tmp_path / f"a{ext}").stderr)  # type: ignore[attr-defined]
+    second = _seed_line(_invoke(src, *FAST, "-o", tmp_path / f"b{ext}").stderr)  # type: ignore[attr-defined]
+    assert first != second
+    assert read_video_provenance(tmp_path / f"a{ext}")["seed"] == first  # type: ignore[index]
+    assert read_video_provenance(tmp_path / f"b{ext}")["seed"] == second  # type: ignore[index]

@@ -35,7 +35,8 @@ caller how far it got. (Only a hard kill, e.g. ``SIGKILL``, can leave the hidden
 ``certsr_rt`` (the same JSON as the image outputs, see :mod:`certsr_rt.io.images`): a global tag in mkv
 and webm (ffmpeg spells it ``CERTSR_RT``), a metadata item in mp4 and mov (written with ffmpeg's
 ``movflags=use_metadata_tags``), and in avi, which keeps only its fixed INFO tags, the comment
-(``ICMT``) as ``certsr_rt=<json>``. :func:`read_video_provenance` reads any of them back.
+(``ICMT``) as ``certsr_rt=<json>``. :func:`read_video_provenance` reads any of them back. Containers are
+muxed bit-exact (no random segment UID or date), so the same frames give a byte-identical file.
 
 Every failure to open, decode or encode is an :class:`~certsr_rt.errors.InputError` with one line.
 """
@@ -450,7 +451,11 @@ class VideoWriter:
         self._audio_in: Any = None
         self._closed = False
         try:
-            options = {"movflags": "use_metadata_tags"} if ext in (".mp4", ".mov") and provenance else {}
+            # bitexact: no random segment UID or muxing date (mkv, webm), so the same frames, options and
+            # --seed give a byte-identical file.
+            options = {"fflags": "+bitexact"}
+            if ext in (".mp4", ".mov") and provenance:
+                options["movflags"] = "use_metadata_tags"
             self._container = av.open(
                 str(self.temporary_path), mode="w", format=_MUXERS[ext], options=options
             )
