@@ -128,6 +128,10 @@ def test_upscale_draws_a_seed_prints_and_records_it_and_the_seed_repeats_the_run
     assert (
         record["model"] == "tiny-srvgg" and record["samples"] == 5 and record["sigma"] == pytest.approx(0.06)
     )
+    # Everything needed to repeat the run: the backend and precision change the last bits too.
+    assert (record["tile"], record["precision"]) == (192, "fp32")
+    assert record["backend"] in ("onnxruntime", "torch")  # onnxruntime where installed (the CPU default)
+    assert isinstance(record["tile_overlap"], int)
     assert read_provenance(tmp_path / "two.png")["seed"] == seed_two  # type: ignore[index]
     # Different seeds, different noise, different images.
     assert not np.array_equal(read_image(tmp_path / "one.png"), read_image(tmp_path / "two.png"))

@@ -20,7 +20,8 @@ Every failure is an :class:`~certsr_rt.errors.InputError` with one line, ``canno
 messages are kept off stderr while a file is decoded or encoded.
 
 **Provenance.** :func:`write_image` can record how an output was made (tool, version, model, sigma,
-samples, seed) as one JSON string under the key ``certsr_rt`` (see :data:`PROVENANCE_KEY`): a PNG ``tEXt``
+samples, seed, tiling, backend, precision) as one JSON string under the key ``certsr_rt`` (see
+:data:`PROVENANCE_KEY`): a PNG ``tEXt``
 chunk with that keyword; in TIFF the ImageDescription tag (270) and in JPEG a comment (COM) segment, each
 holding ``certsr_rt=<json>``. WebP and BMP outputs carry none. :func:`read_provenance` reads it back (videos:
 :func:`certsr_rt.io.video.read_video_provenance`).

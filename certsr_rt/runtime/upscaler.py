@@ -268,8 +268,8 @@ class Upscaler:
         """The record outputs carry so the run can be repeated (see :func:`certsr_rt.io.images.write_image`).
 
         Returns:
-            ``{"tool", "version", "model", "sigma", "samples", "seed", "tile"}``: with the same input,
-            these options and the same backend and precision, the output is reproduced exactly.
+            ``{"tool", "version", "model", "sigma", "samples", "seed", "tile", "tile_overlap", "backend",
+            "precision"}``: with the same input and these settings the output is reproduced exactly.
         """
         from certsr_rt import __version__
 
@@ -281,6 +281,9 @@ class Upscaler:
             "samples": self.samples,
             "seed": self.smoothing.seed,
             "tile": self.tile,
+            "tile_overlap": self.tile_overlap,
+            "backend": self.backend.name,
+            "precision": self.backend.precision,
         }
 
     def work_units(self, height: int, width: int) -> int:
