@@ -203,6 +203,7 @@ def test_summary_counts_the_certified_fraction() -> None:
     assert summary.frac_uncertified == pytest.approx(0.2)
     text = summary.format()
     assert "population median" in text and "8 8-bit levels" in text and "60.0% at eps 0.015" in text
+    assert "each channel's interval holds with probability >= 0.95" in text
 
 
 def test_upscaler_radius_map_matches_brute_force_on_the_exact_samples() -> None:

@@ -837,8 +837,9 @@ class RadiusSummary:
         return (
             f"Certified radius map (n={s.n}, sigma={s.sigma:g}, alpha={s.alpha:g}{seams}; a pixel's radius "
             f"is the largest L2 eps over the whole input for which every channel's certified interval for "
-            f"the population median h(x + delta) is at most {255 * self.tol:.3g} 8-bit levels wide, with "
-            f"probability >= {1 - s.alpha:g} over the secret noise): median radius {self.median:.4g}{rms}; "
+            f"the population median h(x + delta) is at most {255 * self.tol:.3g} 8-bit levels wide; each "
+            f"channel's interval holds with probability >= {1 - s.alpha:g} over the secret noise, not "
+            f"simultaneously over channels or pixels): median radius {self.median:.4g}{rms}; "
             f"pixels certified: {fractions}; {100 * self.frac_uncertified:.1f}% not certified at any "
             f"radius; the largest certifiable eps at this n is {self.max_eps:.4g}."
         )
