@@ -144,13 +144,19 @@ def _features_from_state(state: object, source: str) -> tuple[str, dict[str, tor
 
 
 def _features_from_file(path: Path) -> tuple[str, dict[str, torch.Tensor]]:
-    """Read a local VGG ``features`` state dict (``torch.load(weights_only=True)``)."""
+    """Read a local VGG ``features`` state dict (torch, read with ``weights_only=True``, or safetensors).
+
+    The checkpoint reader of :mod:`certsr_rt.models.loader` does the reading, so a bad file is one line
+    (torch's own message for a non-checkpoint spans a dozen lines of advice that does not apply).
+    """
+    from certsr_rt.models.loader import load_state_dict_file
+
+    if not path.is_file():
+        raise ModelLoadError(f"perceptual weights file {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise ModelLoadError(f"perceptual weights file {path} does not exist") from exc
-    except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds for a bad file
-        raise ModelLoadError(f"cannot read perceptual weights {path}: {exc}") from exc
+        state, _ = load_state_dict_file(path)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"cannot read perceptual weights: {exc}") from None
     return _features_from_state(state, str(path))
 
 

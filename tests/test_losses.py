@@ -170,6 +170,11 @@ def test_bad_layer_and_bad_files(tmp_path: Path, tiny_vgg16_file: Path) -> None:
     torch.save(wrong_count, tmp_path / "twelve.pth")
     with pytest.raises(ModelLoadError, match="found 12"):
         PerceptualLoss(tmp_path / "twelve.pth")
+    (tmp_path / "garbage.pth").write_text("garbage\n")
+    garbage = r"^cannot read perceptual weights: .*garbage\.pth: not a torch"
+    with pytest.raises(ModelLoadError, match=garbage) as e:
+        PerceptualLoss(tmp_path / "garbage.pth")
+    assert "\n" not in str(e.value)  # one line, not torch's advice on weights_only
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(ModelLoadError, match="features.N.weight"):
         PerceptualLoss(tmp_path / "other.pth")
