@@ -429,3 +429,21 @@ def test_cpu_progress_moves_in_at_least_seven_steps_per_tile() -> None:
     up.progress = lambda done, total: calls.append((done, total))
     up(np.zeros((16, 16, 3), np.uint8))
     assert calls == [(i, 7) for i in range(1, 8)]  # 7 chunks of 3 samples, not one chunk of 21
+
+
+def test_memory_advice_never_suggests_a_tile_under_the_models_minimum(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import numpy as np
+
+    import certsr_rt.runtime.upscaler as upscaler_module
+    from certsr_rt import InputError, SmoothingConfig, Upscaler
+
+    up = Upscaler(
+        "realesr-animevideov3-x4", SmoothingConfig(samples=21, seed=0), device="cpu", backend="torch"
+    )
+    # room for tiles of about 20 px only: under the compact model's minimum of 24
+    monkeypatch.setattr(upscaler_module, "_available_memory", lambda device: 2 * 8064 * 20 * 20)
+    with pytest.raises(InputError, match="too large") as info:
+        up(np.zeros((200, 200, 3), np.uint8))
+    assert "--tile" not in str(info.value) and "fewer samples" in str(info.value)

@@ -23,7 +23,14 @@ import torch
 from certsr_rt._device import resolve_device
 from certsr_rt.errors import BackendError, InputError, first_line
 from certsr_rt.runtime.backends.base import Backend
-from certsr_rt.runtime.tiling import Tile, blend_weights, make_tiles, max_coverage, resolve_overlap
+from certsr_rt.runtime.tiling import (
+    Tile,
+    blend_weights,
+    make_tiles,
+    max_coverage,
+    resolve_overlap,
+    tile_limits,
+)
 from certsr_rt.smoothing.config import SmoothingConfig
 from certsr_rt.smoothing.noise import gaussian_field
 
@@ -196,6 +203,7 @@ class Upscaler:
         tile_overlap = resolve_overlap(
             self.model.architecture, hyperparameters, tile, tile_overlap, _DEFAULT_TILE_OVERLAP
         )
+        self._min_tile = tile_limits(self.model.architecture, hyperparameters).min_tile
         if 0 < tile <= tile_overlap:
             raise InputError(f"tile must be 0 or larger than tile_overlap ({tile_overlap}), got {tile}")
         default_sigma = self.model.default_sigma
@@ -503,7 +511,8 @@ class Upscaler:
         advice = "fewer samples"
         if per_tile > available / 2:
             side = math.isqrt(max(1, int(available / 2 / (2 * n * c * 4 * s * s))))
-            if side >= 8:
+            # A tile under the model's minimum would be refused (runtime.tiling): then only fewer samples.
+            if side >= max(8, self._min_tile):
                 advice = f"tile {side} or smaller (--tile {side}), or fewer samples"
         elif full > available / 2:
             advice = "a smaller image: the upscaled result alone does not fit"
