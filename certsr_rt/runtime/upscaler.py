@@ -150,7 +150,9 @@ class Upscaler:
             is processed at once: no seams, and none of the pixels tiles compute twice (up to 71 % more at
             192 px with a 16 px overlap).
         tile_overlap: overlap of neighbouring tiles in LR pixels, blended linearly; ``None``: 16, or a
-            quarter of the tile for tiles under 64 pixels.
+            quarter of the tile for tiles under 64 pixels, raised to the model's floor (RRDBNet 32,
+            SRVGGNetCompact 8: :data:`~certsr_rt.runtime.tiling.TILE_LIMITS`). A tile under the model's
+            minimum (RRDBNet 96, SRVGGNetCompact 24) or an overlap under its floor is an ``InputError``.
         bounds: compute certified per-pixel bounds (Lemma 4.1) for perturbations with ``||delta||_2 < eps``.
             Where tiles are blended, a pixel covered by up to m tiles is bracketed by the blend of the
             tiles' bounds, each taken at alpha/m (union bound), m being the most tiles covering any pixel
