@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import typer
 from typer.testing import CliRunner
 
@@ -304,6 +305,35 @@ def test_adaptive_attacks_aim_at_each_smoothed_entry_and_are_pgd_on_plain_ones(
         "pgd-median attacks each MRS entry through its deployed n-sample median",
     ):
         assert sentence in markdown
+
+
+def _matlab_bicubic_matrix(n: int, scale: int) -> np.ndarray:
+    """MATLAB ``imresize(..., 'bicubic')`` along one axis as a matrix (its ``contributions``, upscaling)."""
+
+    def cubic(t: np.ndarray) -> np.ndarray:  # Keys, a = -0.5
+        a = np.abs(t)
+        near = (1.5 * a**3 - 2.5 * a**2 + 1) * (a <= 1)
+        return near + (-0.5 * a**3 + 2.5 * a**2 - 4 * a + 2) * ((a > 1) & (a <= 2))
+
+    u = np.arange(1, n * scale + 1) / scale + 0.5 * (1 - 1 / scale)
+    taps = np.floor(u - 2)[:, None] + np.arange(6)[None, :]
+    weights = cubic(u[:, None] - taps)
+    weights /= weights.sum(1, keepdims=True)
+    mirror = np.concatenate([np.arange(n), np.arange(n)[::-1]])  # out-of-range taps: symmetric padding
+    matrix = np.zeros((n * scale, n))
+    for i, (row, w) in enumerate(zip(taps.astype(int) - 1, weights, strict=True)):
+        np.add.at(matrix[i], mirror[row % (2 * n)], w)
+    return matrix
+
+
+def test_bicubic_baseline_equals_matlab_imresize_to_the_border() -> None:
+    image = np.random.default_rng(0).random((3, 9, 13))
+    expected = np.einsum("ih,chw,jw->cij", _matlab_bicubic_matrix(9, 4), image, _matlab_bicubic_matrix(13, 4))
+    ours = runner_module.Bicubic(4)(torch.from_numpy(image)[None].float())[0].double().numpy()
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-6)  # borders included
+    # PyTorch's plain bicubic (a = -0.75), the baseline before, is far off.
+    old = F.interpolate(torch.from_numpy(image)[None], scale_factor=4, mode="bicubic")[0].numpy()
+    assert np.abs(old - expected).max() > 0.02
 
 
 @pytest.mark.slow
