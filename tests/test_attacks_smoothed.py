@@ -212,3 +212,24 @@ def test_presets_give_the_adaptive_attacks_pgds_settings() -> None:
     assert "knows the seed" in EVAL_ATTACKS["pgd-median"].describe()
     bim = EVAL_ATTACKS["bim"]
     assert bim.step_size is None and bim.describe() == "BIM eps=10/255, 10 steps of 1/255"  # alpha = eps / T
+
+
+def test_pgd_eot_draws_new_noise_at_every_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    import certsr_rt.attacks.smoothed as smoothed_module
+
+    seen: list[torch.Tensor] = []
+    original = smoothed_module.eot_gradient
+
+    def recording(model, x, hr, loss_fn, sigma, noise, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        seen.append(noise.clone())
+        return original(model, x, hr, loss_fn, sigma, noise, **kwargs)
+
+    monkeypatch.setattr(smoothed_module, "eot_gradient", recording)
+    model = tiny_srvgg()
+    x, hr = batch()
+    pgd_eot(model, x, hr, LOSS, EPS, 3, target=TARGET, eot_samples=2, noise_generator=gen(0))
+    assert len(seen) == 3 and all(s.shape == (2, *x.shape) for s in seen)
+    assert not torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
+    # ... and none of them is the deployed field the attacker does not know.
+    deployed = deployed_noise(TARGET, tuple(x.shape[1:]), "cpu")
+    assert all(not torch.allclose(s[:, 0], deployed[:2]) for s in seen)
