@@ -198,7 +198,16 @@ def evaluate_command(
         int, typer.Option("--jpeg-quality", min=1, max=100, help="Quality of the jpeg condition.")
     ] = 75,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of every random draw.")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed",
+            min=0,
+            max=2**31 - 1,
+            help="Seed of every random draw (corruption noise, PGD starts, pgd-eot's draws, the smoothing "
+            "noise). It is public in the report, and pgd-median's attacker is given it.",
+        ),
+    ] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     strict: Annotated[
         bool,
