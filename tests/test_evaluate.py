@@ -307,6 +307,33 @@ def test_adaptive_attacks_aim_at_each_smoothed_entry_and_are_pgd_on_plain_ones(
         assert sentence in markdown
 
 
+def test_an_adaptive_attack_out_of_memory_is_one_line_naming_attack_chunk(
+    monkeypatch: pytest.MonkeyPatch, hr_dir: Path, lpips_metric: LPIPSMetric
+) -> None:
+    original = runner_module.run_attack
+
+    def short_of_memory(config, model, x, hr, loss_fn, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        if kwargs.get("target") is not None:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore text")
+        return original(config, model, x, hr, loss_fn, **kwargs)
+
+    monkeypatch.setattr(runner_module, "run_attack", short_of_memory)
+    with pytest.raises(
+        InputError, match=r"^pgd-median against tiny-srvgg MRS .* out of memory \(CUDA out"
+    ) as e:
+        run_tiny(hr_dir, lpips_metric, conditions=["pgd-median"])
+    assert "--attack-chunk 4" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(InputError, match="a smaller --attack-chunk"):
+        run_tiny(hr_dir, lpips_metric, conditions=["pgd-eot"], attack_chunk=2)
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("some other failure")
+
+    monkeypatch.setattr(runner_module, "run_attack", broken)
+    with pytest.raises(RuntimeError, match="some other failure"):  # not disguised as a memory problem
+        run_tiny(hr_dir, lpips_metric, conditions=["pgd-median"])
+
+
 def _matlab_bicubic_matrix(n: int, scale: int) -> np.ndarray:
     """MATLAB ``imresize(..., 'bicubic')`` along one axis as a matrix (its ``contributions``, upscaling)."""
 

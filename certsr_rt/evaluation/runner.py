@@ -484,17 +484,20 @@ def evaluate(
                 for entry in group:
                     if condition in SMOOTHED_METHODS and entry.smoothed:
                         target = SmoothingTarget(entry.sigma, entry.samples, seed, noise_key=index)  # type: ignore[arg-type]
-                        x = run_attack(
-                            attacks[condition],
-                            model,
-                            lr,
-                            hr,
-                            attack_loss,  # type: ignore[arg-type]
-                            generator=_cpu_generator(seed, index, source, "pgd"),
-                            target=target,
-                            noise_generator=_cpu_generator(seed, index, entry.key, condition, "noise"),
-                            chunk_size=attack_chunk,
-                        )
+                        try:
+                            x = run_attack(
+                                attacks[condition],
+                                model,
+                                lr,
+                                hr,
+                                attack_loss,  # type: ignore[arg-type]
+                                generator=_cpu_generator(seed, index, source, "pgd"),
+                                target=target,
+                                noise_generator=_cpu_generator(seed, index, entry.key, condition, "noise"),
+                                chunk_size=attack_chunk,
+                            )
+                        except (RuntimeError, MemoryError) as exc:
+                            raise _attack_memory_error(exc, condition, entry.label, attack_chunk) from None
                     elif condition in ATTACK_CONDITIONS:
                         x = _transfer(
                             attacks[condition], model, lr, hr, attack_loss, transferred, (seed, index, source)
@@ -524,6 +527,26 @@ def evaluate(
     result.settings["seconds"] = round(time.perf_counter() - started, 2)
     result.settings["images"] = len(pairs)
     return result
+
+
+def _attack_memory_error(
+    exc: RuntimeError | MemoryError, condition: str, label: str, chunk: int | None
+) -> BaseException:
+    """An adaptive attack's allocation failure as one line saying what to change; other errors as they are.
+
+    pgd-eot / pgd-median send every noisy copy of the image through autograd at once unless
+    ``--attack-chunk`` says otherwise, so large n or large models run out of memory there first.
+    """
+    from certsr_rt.errors import first_line
+    from certsr_rt.runtime.upscaler import _is_allocation_failure
+
+    if not _is_allocation_failure(exc):
+        return exc
+    advice = "a smaller --attack-chunk" if chunk is not None and chunk > 1 else "--attack-chunk 4 (or fewer)"
+    return InputError(
+        f"{condition} against {label} ran out of memory ({first_line(exc)}); use {advice} to send fewer "
+        "noisy copies through autograd at a time, or a smaller --crop"
+    )
 
 
 def _transfer(
