@@ -126,7 +126,8 @@ def main() -> None:
         "- setting: realesr-animevideov3-x4, batch 4 LR crops of 32 px x 5 MRS copies, L1 + VGG16 `conv5_3`"
         " perceptual, GAN off, full updates (Adam + EMA)",
         f"- {args.iterations} timed iterations per variant and round after {args.warmup} warm-up, "
-        f"{args.rounds} interleaved rounds; median s/iteration; speed-up against `before` at the same threads",
+        f"{args.rounds} interleaved rounds; median s/iteration; speed-up against `before` at the same "
+        "threads",
         f"- data loading (one batch, `Trainer.batch`): median {statistics.median(data_s) * 1000:.0f} ms",
         "",
         "| threads | variant | s / iteration | speed-up | loss at iteration 1 |",

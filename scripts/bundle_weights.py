@@ -35,6 +35,7 @@ def bundle(src: Path, dst: Path) -> str:
 
 
 def main() -> None:
+    """Command line: ``bundle_weights.py CHECKPOINT OUTPUT``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("output", type=Path)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 
 def main() -> None:
+    """Command line: ``plot_loss_log.py LOG PNG [--title T] [--smooth K]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("log", type=Path)
     parser.add_argument("png", type=Path)

@@ -211,8 +211,8 @@ def test_models_command_prints_table():
 
 
 def test_bundle_weights_script_writes_the_shipped_layout(tmp_path: Path) -> None:
-    import importlib.util
     import hashlib
+    import importlib.util
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "bundle_weights.py"
     spec = importlib.util.spec_from_file_location("bundle_weights", script)

@@ -378,7 +378,8 @@ def test_cpu_bf16_autocast_is_opt_in_and_trains(vgg_file: Path, hr_single: Path,
     with pytest.raises(InputError, match="fp16' is for CUDA"):
         Trainer(tiny_config(vgg_file, hr_single, tmp_path / "fp16", amp="fp16"), log=quiet)
     cfg = tiny_config(
-        vgg_file, hr_single, tmp_path / "bf16", amp="bf16", augment=False, iterations=8, lr=3e-3, pixel_weight=1.0
+        vgg_file, hr_single, tmp_path / "bf16", amp="bf16", augment=False, iterations=8, lr=3e-3,
+        pixel_weight=1.0,
     )
     trainer = Trainer(cfg, log=quiet)
     assert trainer.amp_dtype == torch.bfloat16

@@ -265,7 +265,10 @@ def train_command(
     amp: Annotated[
         AmpChoice | None,
         typer.Option(
-            help="Mixed precision: auto = bf16/fp16 on CUDA, fp32 on the CPU; bf16 also on the CPU. [default: auto]", rich_help_panel=_RUN, show_default=False
+            help="Mixed precision: auto = bf16/fp16 on CUDA, fp32 on the CPU; bf16 also on the CPU. "
+            "[default: auto]",
+            rich_help_panel=_RUN,
+            show_default=False,
         ),
     ] = None,
     seed: Annotated[
