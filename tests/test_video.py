@@ -325,7 +325,7 @@ def test_ctrl_c_in_a_real_process_leaves_no_output(tmp_path: Path) -> None:
         class Slow:
             scale = 4
             def __call__(self, image, *, noise_key=0):
-                time.sleep(0.02)
+                time.sleep(0.1)  # 200 frames: a 20 s window for the signal on a loaded machine
                 return np.repeat(np.repeat(image, 4, 0), 4, 1)
 
         def progress(done, total):
