@@ -664,6 +664,15 @@ def test_split_runs_merge_into_the_table_of_one_run(
     assert sorted(merged["per_image"], key=str) == sorted(one["per_image"], key=str)
     assert merged["settings"]["command"] == ["run a", "run b", "run c"]
     assert render_table(whole) in (tmp_path / "merged" / "results.md").read_text()
+    # a row measured in two runs is refused unless one run's copy is dropped
+    run("bicubic", ["clean", "noisy"], "c2")
+    dropped = ["--drop", f"{tmp_path / 'c2'}=bicubic"]
+    parts = [str(tmp_path / x) for x in ("a", "b", "c2", "c")]
+    assert script.main(["-o", str(tmp_path / "m2"), *dropped, *parts]) == 0
+    assert render_table(whole) in (tmp_path / "m2" / "results.md").read_text()
+    bad_drop = ["--drop", f"{tmp_path / 'a'}=nope"]
+    assert script.main(["-o", str(tmp_path / "m3"), *bad_drop, str(tmp_path / "a")]) == 1
+    assert not (tmp_path / "m3").exists()
 
     # A run under another seed is not the same protocol: one error line, nothing written.
     entries = parse_model_specs("bicubic")
