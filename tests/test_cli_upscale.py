@@ -497,9 +497,15 @@ def test_real_model_on_a_real_image(tmp_path: Path) -> None:
         pytest.skip(f"real assets not present ({source})")
     crop = read_image(source)[:32, :32]
     cropped = write_image(tmp_path / "crop.png", crop)
-    result = _invoke(cropped, "--samples", "3", "--tile", "96", "--device", "cpu")  # RRDBNet minimum: 96
+    # the default model (certsr-compact-x4), and RRDBNet at its smallest tile (96)
+    result = _invoke(cropped, "--samples", "3", "--device", "cpu")
     assert result.exit_code == 0, result.output
-    assert "sigma 0.01 (model default" in result.stderr
+    assert "certsr-compact-x4" in result.stderr and "sigma 0.06 (model default" in result.stderr
+    rrdb = _invoke(cropped, "--model", "realesrgan-x4plus", "--samples", "3", "--tile", "96", "--device", "cpu",
+                   "-o", str(tmp_path / "rrdb.png"))
+    assert rrdb.exit_code == 0, rrdb.output
+    assert "sigma 0.01 (model default" in rrdb.stderr
+    assert read_image(tmp_path / "rrdb.png").shape == (128, 128, 3)
     out = read_image(tmp_path / "crop_x4.png")
     assert out.shape == (128, 128, 3) and out.dtype == np.uint8
     import cv2

@@ -320,7 +320,9 @@ def test_missing_path_lists_registered_names():
     with pytest.raises(ModelLoadError) as info:
         load_model("no/such/model.pth")
     msg = one_line(info)
-    assert msg.startswith("no such model or file: no/such/model.pth (registered: realesrgan-x4plus")
+    assert msg.startswith(
+        "no such model or file: no/such/model.pth (registered: certsr-compact-x4, realesrgan-x4plus"
+    )
     assert "tiny-" not in msg  # the test models stay registered but are not offered to users
 
 

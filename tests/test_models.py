@@ -41,10 +41,16 @@ def test_public_names():
 
 def test_registry_contents():
     names = [s.name for s in list_specs()]
-    assert names == ["realesrgan-x4plus", "realesr-animevideov3-x4", "tiny-rrdbnet", "tiny-srvgg"]
-    assert DEFAULT_MODEL == "realesrgan-x4plus"
+    assert names == [
+        "certsr-compact-x4",
+        "realesrgan-x4plus",
+        "realesr-animevideov3-x4",
+        "tiny-rrdbnet",
+        "tiny-srvgg",
+    ]
+    assert DEFAULT_MODEL == "certsr-compact-x4"
     assert [s.name for s in list_specs() if s.is_default] == [DEFAULT_MODEL]
-    assert [s.name for s in list_specs(include_test=False)] == names[:2]
+    assert [s.name for s in list_specs(include_test=False)] == names[:3]
     for spec in list_specs():
         assert spec.scale == 4 and spec.license == "BSD-3-Clause"
         assert 0 < spec.default_sigma < 0.2
@@ -72,7 +78,8 @@ def test_spec_is_frozen_and_read_only():
 
 
 def test_unknown_spec_lists_names():
-    with pytest.raises(ModelLoadError, match="registered: realesrgan-x4plus, realesr-animevideov3-x4"):
+    registered = "registered: certsr-compact-x4, realesrgan-x4plus, realesr-animevideov3-x4"
+    with pytest.raises(ModelLoadError, match=registered):
         get_spec("esrgan-x16")
 
 
@@ -203,7 +210,7 @@ def test_models_command_prints_table():
         assert spec.name in out
     assert "16,697,987" in out and "621,424" in out and "BSD-3-Clause" in out
     lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
-    assert lines["realesrgan-x4plus"].rstrip().endswith("default")
+    assert lines["certsr-compact-x4"].rstrip().endswith("default")
     assert lines["tiny-rrdbnet"].rstrip().endswith("test")
     assert lines["tiny-srvgg"].rstrip().endswith("test")
     help_result = CliRunner().invoke(app, ["models", "--help"])
@@ -233,3 +240,29 @@ def test_bundle_weights_script_writes_the_shipped_layout(tmp_path: Path) -> None
     again = load_model(out)
     x = torch.rand(1, 3, 12, 12)
     torch.testing.assert_close(run(again, x), run(src, x), atol=2e-3, rtol=0)
+
+
+def test_cli_default_model_is_the_registry_default() -> None:
+    import inspect
+
+    from certsr_rt.cli.upscale import upscale_command
+    from certsr_rt.runtime.upscaler import Upscaler
+
+    assert inspect.signature(upscale_command).parameters["model"].default == DEFAULT_MODEL
+    assert inspect.signature(Upscaler).parameters["model"].default == DEFAULT_MODEL
+
+
+@pytest.mark.skipif(not (WEIGHTS / "certsr_compact_x4.pth").is_file(), reason="bundled weights missing")
+def test_certsr_compact_is_registered_with_its_sigma_and_loads() -> None:
+    spec = get_spec("certsr-compact-x4")
+    assert spec.is_default and spec.default_sigma == 0.06 and spec.architecture == "SRVGGNetCompact"
+    model = load_model("certsr-compact-x4")
+    base = load_model("realesr-animevideov3-x4")
+    assert model.default_sigma == 0.06 and model.sha256 == spec.sha256
+    coarse = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    x = torch.nn.functional.interpolate(coarse, size=(16, 16), mode="bilinear", align_corners=False)
+    out, ref = run(model, x), run(base, x)
+    assert out.shape == (1, 3, 64, 64)
+    # a smooth image keeps its brightness; the fine-tuned weights are not the base model's
+    assert abs(float(out.mean() - x.mean())) < 0.05
+    assert float((out - ref).abs().mean()) > 1e-3

@@ -146,7 +146,7 @@ def upscale_command(
             help="Registered model name, a .pth/.pt/.safetensors checkpoint, or a file written by "
             "certsr-rt export (.onnx, .engine).",
         ),
-    ] = "realesrgan-x4plus",
+    ] = "certsr-compact-x4",  # = models.DEFAULT_MODEL (not imported: --help stays free of torch)
     device: Annotated[
         DeviceChoice, typer.Option(case_sensitive=False, help="Where to run.")
     ] = DeviceChoice.auto,

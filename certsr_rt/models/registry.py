@@ -34,7 +34,7 @@ __all__ = [
     "scale_of",
 ]
 
-DEFAULT_MODEL = "realesrgan-x4plus"
+DEFAULT_MODEL = "certsr-compact-x4"
 
 #: Architecture name (as stored in ``SRModel.architecture`` and checkpoints' ``certsr_meta``) -> class.
 ARCHITECTURES: Mapping[str, type[nn.Module]] = MappingProxyType(
@@ -161,7 +161,6 @@ _SPECS: dict[str, ModelSpec] = {
             license="BSD-3-Clause",
             description="Real-ESRGAN x4plus (ESRGAN generator, 23 RRDB blocks): best quality, slow",
             default_sigma=0.01,  # LPIPS sweep: benchmarks/results/quality_set5_set14.md
-            is_default=True,
         ),
         ModelSpec(
             name="realesr-animevideov3-x4",
@@ -174,6 +173,20 @@ _SPECS: dict[str, ModelSpec] = {
             license="BSD-3-Clause",
             description="Real-ESRGAN animevideov3 (compact, 16 convs): fast, for video and CPU",
             default_sigma=0.01,  # LPIPS sweep: benchmarks/results/quality_set5_set14_animevideov3.md
+        ),
+        ModelSpec(
+            name="certsr-compact-x4",
+            architecture="SRVGGNetCompact",
+            hyperparameters=dict(
+                num_in_ch=3, num_out_ch=3, num_feat=64, num_conv=16, upscale=4, act_type="prelu"
+            ),
+            file="certsr_compact_x4.pth",
+            sha256="599409b1d7b46404db2616d9f7822400efc333f1e6e95e328cb712a8747269fc",
+            license="BSD-3-Clause",
+            description="CertSR compact: animevideov3 MRS-fine-tuned by certsr-rt (1422 CPU iterations)",
+            # LPIPS sweep on Set5 + Set14: benchmarks/results/certsr_compact_x4.md
+            default_sigma=0.06,
+            is_default=True,
         ),
         ModelSpec(
             name="tiny-rrdbnet",

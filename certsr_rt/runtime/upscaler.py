@@ -22,6 +22,7 @@ import torch
 
 from certsr_rt._device import resolve_device
 from certsr_rt.errors import BackendError, InputError, first_line
+from certsr_rt.models.registry import DEFAULT_MODEL
 from certsr_rt.runtime.backends.base import Backend
 from certsr_rt.runtime.tiling import (
     Tile,
@@ -170,7 +171,7 @@ class Upscaler:
 
     def __init__(
         self,
-        model: SRModel | ExportedModel | str | Path = "realesrgan-x4plus",
+        model: SRModel | ExportedModel | str | Path = DEFAULT_MODEL,
         smoothing: SmoothingConfig | None = None,
         *,
         device: str | torch.device = "auto",
