@@ -3,6 +3,7 @@ signal sent to a real process once it has started its work."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from typing import Any
@@ -62,7 +63,16 @@ def signal_after_first_line(
     Returns:
         ``(exit code, that first line, the rest of stderr)``.
     """
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # A test run started in the background (`nohup pytest &`) ignores SIGINT, and a child inherits that;
+    # give the child the default disposition so that Python installs its Ctrl-C handler.
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         pipe = proc.stdout if stream == "stdout" else proc.stderr
         assert pipe is not None
