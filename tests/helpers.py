@@ -84,3 +84,29 @@ def signal_after_first_line(
         if proc.poll() is None:
             proc.kill()
     return proc.returncode, first, err
+
+
+def attack_rrdbnet() -> torch.nn.Module:
+    """A bare tiny RRDBNet (1 block, nf 8) in eval mode, fixed weights: the attack tests' victim."""
+    from certsr_rt.models.rrdbnet import RRDBNet
+
+    torch.manual_seed(0)
+    return RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).eval()
+
+
+def attack_srvgg() -> torch.nn.Module:
+    """A bare tiny compact net whose output follows its input closely (nearest-upsampled input + body)."""
+    from certsr_rt.models.srvgg import SRVGGNetCompact
+
+    torch.manual_seed(0)
+    return SRVGGNetCompact(num_feat=8, num_conv=2).eval()
+
+
+def attack_batch(n: int = 2, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """LR inputs with pixels at both edges of [0, 1] (the projection must keep them inside) and HR targets."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, size, size, generator=gen)
+    x[:, :, :2] = 0.0
+    x[:, :, -2:] = 1.0
+    hr = torch.rand(n, 3, 4 * size, 4 * size, generator=gen)
+    return x, hr

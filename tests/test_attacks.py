@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import attack_batch, attack_rrdbnet, attack_srvgg
 
 from certsr_rt.attacks import (
     EVAL_ATTACKS,
@@ -23,30 +24,11 @@ from certsr_rt.attacks import (
 )
 from certsr_rt.errors import InputError
 from certsr_rt.losses import SRLoss
-from certsr_rt.models.rrdbnet import RRDBNet
-from certsr_rt.models.srvgg import SRVGGNetCompact
 
 EPS = 10 / 255
 
 
-def tiny_rrdbnet() -> RRDBNet:
-    torch.manual_seed(0)
-    return RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).eval()
-
-
-def tiny_srvgg() -> SRVGGNetCompact:
-    """Compact net whose output follows its input closely (nearest-upsampled input + body)."""
-    torch.manual_seed(0)
-    return SRVGGNetCompact(num_feat=8, num_conv=2).eval()
-
-
-def batch(n: int = 2, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 3, size, size, generator=gen)
-    x[:, :, :2] = 0.0  # pixels at the edges of [0, 1]: the projection must keep them inside
-    x[:, :, -2:] = 1.0
-    hr = torch.rand(n, 3, 4 * size, 4 * size, generator=gen)
-    return x, hr
+tiny_rrdbnet, tiny_srvgg, batch = attack_rrdbnet, attack_srvgg, attack_batch
 
 
 LOSS = SRLoss(None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import attack_batch, attack_rrdbnet, attack_srvgg
 
 from certsr_rt.attacks import (
     EVAL_ATTACKS,
@@ -19,31 +20,17 @@ from certsr_rt.attacks import (
 from certsr_rt.attacks.smoothed import eot_gradient, median_gradient
 from certsr_rt.errors import InputError
 from certsr_rt.losses import SRLoss
-from certsr_rt.models.rrdbnet import RRDBNet
-from certsr_rt.models.srvgg import SRVGGNetCompact
 
 EPS = 10 / 255
 LOSS = SRLoss(None)
 TARGET = SmoothingTarget(sigma=0.06, samples=5, seed=11, noise_key=2)
 
 
-def tiny_rrdbnet() -> RRDBNet:
-    torch.manual_seed(0)
-    return RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).eval()
-
-
-def tiny_srvgg() -> SRVGGNetCompact:
-    torch.manual_seed(0)
-    return SRVGGNetCompact(num_feat=8, num_conv=2).eval()
+tiny_rrdbnet, tiny_srvgg = attack_rrdbnet, attack_srvgg
 
 
 def batch(n: int = 2, size: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 3, size, size, generator=gen)
-    x[:, :, :2] = 0.0  # pixels at the edges of [0, 1]: the projection must keep them inside
-    x[:, :, -2:] = 1.0
-    hr = torch.rand(n, 3, 4 * size, 4 * size, generator=gen)
-    return x, hr
+    return attack_batch(n, size, seed)
 
 
 def smoothed_loss(

@@ -501,8 +501,8 @@ def test_real_model_on_a_real_image(tmp_path: Path) -> None:
     result = _invoke(cropped, "--samples", "3", "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert "certsr-compact-x4" in result.stderr and "sigma 0.06 (model default" in result.stderr
-    rrdb = _invoke(cropped, "--model", "realesrgan-x4plus", "--samples", "3", "--tile", "96", "--device", "cpu",
-                   "-o", str(tmp_path / "rrdb.png"))
+    rrdb_args = ["--model", "realesrgan-x4plus", "--samples", "3", "--tile", "96", "--device", "cpu"]
+    rrdb = _invoke(cropped, *rrdb_args, "-o", str(tmp_path / "rrdb.png"))
     assert rrdb.exit_code == 0, rrdb.output
     assert "sigma 0.01 (model default" in rrdb.stderr
     assert read_image(tmp_path / "rrdb.png").shape == (128, 128, 3)
