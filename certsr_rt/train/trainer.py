@@ -312,7 +312,6 @@ class Trainer:
         self.elapsed_total_s = 0.0
         self._window: dict[str, float] = dict.fromkeys(LOG_KEYS, 0.0)
         self._window_count = 0
-        self._stop_signal = False
         self.stop_signal: int | None = None  # the signal number that stopped the run, if any
         self.last_generator_file: Path | None = None
         self.last_state_file: Path | None = None
@@ -701,9 +700,8 @@ class Trainer:
             return
 
         def handler(signum: int, frame: Any) -> None:
-            if self._stop_signal and signum == signal.SIGINT:
+            if self.stop_signal is not None and signum == signal.SIGINT:
                 raise KeyboardInterrupt
-            self._stop_signal = True
             self.stop_signal = signum
             what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted (Ctrl-C)"
             self.log(f"{what}: stopping after this iteration with a checkpoint")
@@ -760,11 +758,11 @@ class Trainer:
                     self._write_log(self.iteration)
                 progress.update(self.iteration, logs)
                 timed_out = cfg.max_minutes is not None and (now - t0) > cfg.max_minutes * 60
-                halt = any_true(self._stop_signal or timed_out, self.dist, self.device)
+                halt = any_true(self.stop_signal is not None or timed_out, self.dist, self.device)
                 if halt or self.iteration == stop or self.iteration % cfg.save_every == 0:
                     self.save_checkpoint()
                 if halt:
-                    reason = "signal" if self._stop_signal else "time limit"
+                    reason = "signal" if self.stop_signal is not None else "time limit"
                     break
         progress.close()
         if reason == "done" and self.iteration < cfg.iterations:
