@@ -307,6 +307,47 @@ def test_adaptive_attacks_aim_at_each_smoothed_entry_and_are_pgd_on_plain_ones(
         assert sentence in markdown
 
 
+def test_pgd_median_keeps_the_worse_of_its_own_result_and_the_transferred_pgd_per_metric(
+    monkeypatch: pytest.MonkeyPatch, hr_dir: Path, lpips_metric: LPIPSMetric
+) -> None:
+    """An idle median-gradient attack (it returns the clean LR) still scores at least as badly as pgd.
+
+    The seed-knowing attacker also tries the transferred pgd input, per image and metric: the cell is the
+    per-metric worst of the entry's clean score (what the idle attack gives) and its pgd score.
+    """
+    original = runner_module.run_attack
+
+    def idle_adaptive(config, model, x, hr, loss_fn, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        if kwargs.get("target") is not None:
+            return x.clone()
+        return original(config, model, x, hr, loss_fn, **kwargs)
+
+    monkeypatch.setattr(runner_module, "run_attack", idle_adaptive)
+    entries = parse_model_specs("tiny-srvgg@sigma=0.05:n=3")
+    result = evaluate(
+        entries,
+        load_image_pairs(hr_dir, limit=2, crop=8),
+        ["clean", "pgd", "pgd-median", "pgd-eot"],
+        generators=load_generators(entries, "cpu"),
+        attack_loss=SRLoss(None),
+        attacks={k: v.replace(steps=2) for k, v in runner_module.EVAL_ATTACKS.items()},
+        lpips_metric=lpips_metric,
+        seed=3,
+    )
+    rows = {(m.image, m.condition): m for m in result.measurements[entries[0].key]}
+    images = sorted({image for image, _ in rows})
+    for image in images:
+        clean, pgd, median = rows[image, "clean"], rows[image, "pgd"], rows[image, "pgd-median"]
+        assert median.psnr == min(clean.psnr, pgd.psnr)
+        assert median.ssim == min(clean.ssim, pgd.ssim)
+        assert median.lpips == max(clean.lpips, pgd.lpips)
+        # pgd-eot's attacker does not know the seed and cannot pick by the deployed output: its own result.
+        eot = rows[image, "pgd-eot"]
+        assert (eot.psnr, eot.ssim, eot.lpips) == (clean.psnr, clean.ssim, clean.lpips)
+    # The idle attack is weaker than pgd here, so the cell is pgd's: the transfer candidate is what counts.
+    assert result.cell(entries[0], "pgd-median") == result.cell(entries[0], "pgd")
+
+
 def test_an_adaptive_attack_out_of_memory_is_one_line_naming_attack_chunk(
     monkeypatch: pytest.MonkeyPatch, hr_dir: Path, lpips_metric: LPIPSMetric
 ) -> None:
