@@ -110,7 +110,8 @@ class AttackConfig:
         elif self.method == "pgd-median":
             text += (
                 ", through the entry's deployed n-sample median with its exact noise "
-                "(attacker knows the seed); per image and metric the worse of it and the transferred pgd input"
+                "(attacker knows the seed); per image and metric the worse of it and the transferred "
+                "pgd input"
             )
         return text
 
