@@ -66,6 +66,7 @@ def _cpu_name() -> str:
 def bench_model(name: str, x, samples: int, sigma: float, threads: int, repeats: int) -> dict:
     import torch
 
+    from certsr_rt.export.exported import describe_exported
     from certsr_rt.export.onnx import cached_onnx
     from certsr_rt.models import load_model
     from certsr_rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
@@ -79,7 +80,7 @@ def bench_model(name: str, x, samples: int, sigma: float, threads: int, repeats:
     batch = (x + sigma * gaussian_field((samples, *x.shape[1:]), seed=0)).contiguous()
     runners = {
         "torch": TorchBackend(model, "cpu", "fp32").activate(),
-        "onnxruntime": OnnxRuntimeBackend(onnx_path, "cpu", threads=threads).activate(),
+        "onnxruntime": OnnxRuntimeBackend(describe_exported(onnx_path), "cpu", threads=threads).activate(),
     }
     outputs, times = {}, {k: [] for k in runners}
     for k, backend in runners.items():  # warm-up (allocations, first-call kernel selection)

@@ -18,6 +18,7 @@ import torch
 from helpers import make_model, tiny_rrdbnet, tiny_srvgg
 
 from certsr_rt.errors import BackendError, CertSRError, InputError, MissingDependencyError
+from certsr_rt.export import describe_exported
 from certsr_rt.export import tensorrt as trt_export
 from certsr_rt.export.tensorrt import EngineCache, EngineKey, GpuInfo, ShapeProfile
 from certsr_rt.runtime import backends
@@ -68,16 +69,19 @@ def test_onnxruntime_backend_from_an_exported_file(tmp_path: Path) -> None:
 
     model = tiny_srvgg()
     path = export_onnx(model, tmp_path / "m.onnx").path
-    backend = backends.create_backend("onnxruntime", path, "cpu", "auto")
+    exported = describe_exported(path)
+    backend = backends.create_backend("onnxruntime", exported, "cpu", "auto")
     assert isinstance(backend, OnnxRuntimeBackend)
     assert (backend.scale, backend.in_channels, backend.precision) == (4, 3, "fp32")
     x = torch.rand(2, 3, 6, 5)
     with torch.inference_mode():
         assert (backend.infer(x) - model.module(x)).abs().max().item() <= 1e-4
     with pytest.raises(InputError, match="is an fp32 export, but precision fp16"):
-        backends.create_backend("onnxruntime", path, "cpu", "fp16")
-    with pytest.raises(InputError, match="needs a loaded model"):
-        backends.create_backend("torch", path, "cpu", "auto")
+        backends.create_backend("onnxruntime", exported, "cpu", "fp16")
+    with pytest.raises(InputError, match="needs a loaded model, not the exported file .*m.onnx"):
+        backends.create_backend("torch", exported, "cpu", "auto")
+    with pytest.raises(InputError, match="needs a loaded model, not the exported file .*m.onnx"):
+        TorchBackend(exported, "cpu")  # type: ignore[arg-type]
 
 
 @needs_ort
@@ -260,7 +264,7 @@ def test_onnxruntime_session_errors_are_backend_errors(tmp_path: Path) -> None:
     from certsr_rt.export.onnx import export_onnx
 
     path = export_onnx(tiny_srvgg(), tmp_path / "m.onnx").path
-    backend = backends.create_backend("onnxruntime", path, "cpu", "auto")
+    backend = backends.create_backend("onnxruntime", describe_exported(path), "cpu", "auto")
     path.write_bytes(path.read_bytes()[:2000])  # truncated after it was described
     with pytest.raises(BackendError, match="onnxruntime could not load .*m.onnx: "):
         backend.activate()
@@ -692,22 +696,25 @@ def test_tensorrt_backend_from_an_engine_file_reads_its_record(tmp_path: Path) -
     trt, calls = make_fake_trt()
     info = {"name": "tiny", "scale": 2, "in_channels": 3, "out_channels": 3}
     path = EngineCache(tmp_path).store(_key(precision="fp32"), b"E", info)
-    backend = TensorRTBackend(path, "cuda", trt_module=trt)
+    backend = TensorRTBackend(describe_exported(path), "cuda", trt_module=trt)
     assert (backend.scale, backend.precision, backend.model_name) == (2, "fp32", "tiny")
     assert backend.profile == ShapeProfile() and backend.max_batch == 21
     small_key = _key(profile=ShapeProfile(max_batch=4, max_height=64))
     small = EngineCache(tmp_path / "small").store(small_key, b"E", info)
-    assert TensorRTBackend(small, "cuda", trt_module=trt).max_batch == 4
+    assert TensorRTBackend(describe_exported(small), "cuda", trt_module=trt).max_batch == 4
     with pytest.raises(InputError, match="is an fp32 build, but precision fp16 was asked"):
-        TensorRTBackend(path, "cuda", "fp16", trt_module=trt)
+        TensorRTBackend(describe_exported(path), "cuda", "fp16", trt_module=trt)
     bare = tmp_path / "bare.engine"
     bare.write_bytes(b"E")
     with pytest.raises(InputError, match="build record bare.json .* so it is never run"):
-        TensorRTBackend(bare, "cuda", trt_module=trt)
+        describe_exported(bare)  # what comes before any backend: an engine without its record
     upper = tmp_path / "COPY.ENGINE"
     upper.write_bytes(b"E")
     upper.with_suffix(".json").write_text(path.with_suffix(".json").read_text())
-    assert TensorRTBackend(str(upper), "cuda", trt_module=trt).engine_path == upper
+    assert TensorRTBackend(describe_exported(str(upper)), "cuda", trt_module=trt).engine_path == upper
+    for given in (path, str(path)):  # a bare path is refused: the file is described once, by the caller
+        with pytest.raises(InputError, match="Expected an SRModel or an ExportedModel, but got the path"):
+            TensorRTBackend(given, "cuda", trt_module=trt)  # type: ignore[arg-type]
     assert calls == []  # nothing was deserialized
 
 
@@ -897,7 +904,7 @@ def test_onnxruntime_backend_from_a_file_cannot_fall_back(tmp_path: Path) -> Non
     from certsr_rt.export.onnx import export_onnx
 
     path = export_onnx(tiny_srvgg(), tmp_path / "m.onnx").path
-    backend = backends.create_backend("onnxruntime", path, "cpu", "auto").activate()
+    backend = backends.create_backend("onnxruntime", describe_exported(path), "cpu", "auto").activate()
     backend.precision = "fp16"
     backend.session = _InfSession(backend.session)
     with pytest.raises(BackendError, match=r"m.onnx is an fp16 export .* export the model without --fp16"):
@@ -973,15 +980,60 @@ def test_tensorrt_backend_from_a_model_falls_back_to_an_fp32_engine(monkeypatch,
 
 def test_tensorrt_backend_from_a_file_cannot_fall_back(monkeypatch, tmp_path: Path) -> None:
     path = EngineCache(tmp_path).store(_key(), b"E", MODEL_INFO)
-    backend, _, _ = _trt_backend_on_a_pretend_gpu(monkeypatch, path)
+    backend, _, _ = _trt_backend_on_a_pretend_gpu(monkeypatch, describe_exported(path))
     backend.activate()
     with pytest.raises(BackendError, match=r"\.engine is an fp16 build .* export the model without --fp16"):
         backend._fall_back_to_fp32()
 
 
+def _count_reads(monkeypatch, module: types.ModuleType, function: str) -> list[Path]:
+    """Replace ``module.function(path)`` by one that records each path it reads, and return that list."""
+    reads: list[Path] = []
+    real = getattr(module, function)
+
+    def counting(path: str | Path) -> Any:
+        reads.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(module, function, counting)
+    return reads
+
+
+def test_an_engine_file_is_described_once_and_its_record_read_once(monkeypatch, tmp_path: Path) -> None:
+    """describe_exported reads the build record; neither the backend nor deserialize_engine read it again."""
+    path = EngineCache(tmp_path).store(_key(profile=ShapeProfile(max_batch=6)), b"E", MODEL_INFO)
+    reads = _count_reads(monkeypatch, trt_export, "read_engine_record")
+    exported = describe_exported(path)
+    assert exported.engine_key == _key(profile=ShapeProfile(max_batch=6)) and reads == [path]
+    backend, _, calls = _trt_backend_on_a_pretend_gpu(monkeypatch, exported)
+    assert backend.max_batch == 6  # the recorded shape range, from the description
+    backend.activate()
+    assert ("deserialize", b"E") in calls and reads == [path]
+    # The described record is what is checked: an engine built for another GPU is never deserialized.
+    foreign = describe_exported(EngineCache(tmp_path / "a100").store(_key(gpu=A100), b"F", MODEL_INFO))
+    backend, _, calls = _trt_backend_on_a_pretend_gpu(monkeypatch, foreign)
+    with pytest.raises(BackendError, match="refusing engine .*built for GPU NVIDIA A100"):
+        backend.activate()
+    assert not [c for c in calls if c[0] == "deserialize"]
+
+
+@needs_ort
+def test_the_upscaler_describes_an_exported_file_once(monkeypatch, tmp_path: Path) -> None:
+    from certsr_rt.export import onnx as onnx_export
+    from certsr_rt.runtime.upscaler import Upscaler
+    from certsr_rt.smoothing.config import SmoothingConfig
+
+    path = onnx_export.export_onnx(tiny_srvgg(), tmp_path / "m.onnx").path
+    reads = _count_reads(monkeypatch, onnx_export, "read_metadata")
+    with Upscaler(path, SmoothingConfig(sigma=0.05, samples=3, seed=0), device="cpu") as up:
+        assert up.backend.name == "onnxruntime" and up.backend.onnx_path == path
+        assert up(np.zeros((8, 8, 3), np.uint8)).shape == (32, 32, 3)
+    assert reads == [path]
+
+
 def test_tensorrt_backend_refuses_an_engine_without_float32_io(monkeypatch, tmp_path: Path) -> None:
     path = EngineCache(tmp_path).store(_key(), b"E", MODEL_INFO)
-    backend, trt, _ = _trt_backend_on_a_pretend_gpu(monkeypatch, path)
+    backend, trt, _ = _trt_backend_on_a_pretend_gpu(monkeypatch, describe_exported(path))
     trt.io_dtypes = {"output": trt.DataType.HALF}
     message = "float32 input and output, but its tensor 'output' is DataType.HALF"
     with pytest.raises(BackendError, match=message):

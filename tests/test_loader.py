@@ -166,6 +166,7 @@ def test_fp16_tensors_are_cast_to_fp32(tmp_path, tiny_rrdb, x):
 
 def test_safetensors_with_meta(tmp_path, tiny_rrdb, x):
     import safetensors.torch as st  # a core dependency: no skip
+
     meta = {
         "architecture": "RRDBNet",
         "hyperparameters": TINY_RRDB,
@@ -184,6 +185,7 @@ def test_safetensors_with_meta(tmp_path, tiny_rrdb, x):
 
 def test_safetensors_without_meta_and_fp16(tmp_path, tiny_rrdb):
     import safetensors.torch as st  # a core dependency: no skip
+
     path = tmp_path / "plain.safetensors"
     st.save_file({k: v.half() for k, v in tiny_rrdb.state_dict().items()}, str(path))
     model = load_model(path)

@@ -169,6 +169,130 @@ def test_descriptor_fields():
     rebuilt.load_state_dict(model.module.state_dict())
 
 
+# ---------------------------------------------------------------------------- architectures, one file each
+
+
+class ToyShuffleNet(torch.nn.Module):
+    """A toy x2 architecture defined here: two convolutions and a pixel shuffle, on even sizes only."""
+
+    def __init__(self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 4) -> None:
+        super().__init__()
+        self.toy_head = torch.nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
+        self.toy_tail = torch.nn.Conv2d(num_feat, num_out_ch * 4, 3, 1, 1)
+        self.shuffle = torch.nn.PixelShuffle(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[2] % 2 or x.shape[3] % 2:  # what its size multiple promises the descriptor pads away
+            raise ValueError(f"ToyShuffleNet needs even sizes, got {tuple(x.shape)}")
+        return self.shuffle(self.toy_tail(torch.relu(self.toy_head(x))))
+
+
+def _detect_toy(sd: dict[str, torch.Tensor]) -> tuple[dict, dict[str, torch.Tensor]] | None:
+    # Its own layout, and an older one with other names that it converts (as rrdbnet.py does).
+    if set(sd) == {"head.weight", "head.bias", "tail.weight", "tail.bias"}:
+        sd = {f"toy_{k}": v for k, v in sd.items()}
+    if set(sd) != {"toy_head.weight", "toy_head.bias", "toy_tail.weight", "toy_tail.bias"}:
+        return None
+    num_feat, num_in = sd["toy_head.weight"].shape[:2]
+    hp = {
+        "num_in_ch": int(num_in),
+        "num_out_ch": int(sd["toy_tail.weight"].shape[0]) // 4,
+        "num_feat": int(num_feat),
+    }
+    return hp, sd
+
+
+@pytest.fixture
+def toy_architecture():
+    from certsr_rt.models.arch import Architecture, register_architecture, unregister_architecture
+
+    arch = register_architecture(
+        Architecture(
+            name="ToyShuffleNet",
+            module=ToyShuffleNet,
+            detect=_detect_toy,
+            scale=lambda hp: 2,
+            bytes_per_lr_pixel=500,
+            supports_half=False,
+            size_multiple=lambda hp: 2,
+        )
+    )
+    yield arch
+    unregister_architecture(arch.name)
+
+
+@pytest.mark.parametrize("layout", ["own", "old"])
+def test_an_architecture_registered_from_a_test_file_loads_and_runs(toy_architecture, tmp_path, layout):
+    from certsr_rt.models.arch import bytes_per_lr_pixel, tile_limits
+    from certsr_rt.models.registry import ModelSpec
+    from certsr_rt.runtime.upscaler import Upscaler
+    from certsr_rt.smoothing.config import SmoothingConfig
+
+    torch.manual_seed(0)
+    module = ToyShuffleNet(num_feat=4).eval()
+    sd = module.state_dict()
+    if layout == "old":
+        sd = {k[len("toy_") :]: v for k, v in sd.items()}
+    path = tmp_path / "toy.pth"
+    torch.save({"params_ema": sd}, path)
+    model = load_model(path)
+    assert (model.architecture, model.scale, model.in_channels, model.out_channels) == (
+        "ToyShuffleNet",
+        2,
+        3,
+        3,
+    )
+    assert model.hyperparameters == {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 4}
+    assert (model.size_multiple, model.supports_half, model.name) == (2, False, "toy")
+    even = torch.rand(1, 3, 6, 8)
+    with torch.inference_mode():
+        assert torch.equal(run(model, even), module(even))
+    assert run(model, torch.rand(2, 3, 5, 7)).shape == (2, 3, 10, 14)  # odd: padded to 2, then cropped
+    # The runtime asks the architecture, never its name: memory figure, tile limits (none measured: the
+    # strictest of all), and the smoothed upscale itself.
+    assert bytes_per_lr_pixel("ToyShuffleNet") == 500
+    assert tile_limits("ToyShuffleNet").min_tile == 96
+    image = (torch.rand(6, 8, 3) * 255).to(torch.uint8).numpy()
+    with Upscaler(model, SmoothingConfig(sigma=0.05, samples=3, seed=0), device="cpu", tile=0) as up:
+        assert up(image).shape == (12, 16, 3) and up.backend.precision == "fp32"
+    spec = ModelSpec(
+        name="toy",
+        architecture="ToyShuffleNet",
+        hyperparameters=model.hyperparameters,
+        file=None,
+        sha256=None,
+        license="MIT",
+        description="test only",
+        default_sigma=0.05,
+    )
+    assert spec.scale == 2 and spec.num_parameters == model.num_parameters
+
+
+def test_architecture_registry_refuses_duplicates_and_unknown_names(toy_architecture):
+    from certsr_rt.models.arch import (
+        architectures,
+        get_architecture,
+        register_architecture,
+        unregister_architecture,
+    )
+
+    assert [a.name for a in architectures()] == ["RRDBNet", "SRVGGNetCompact", "ToyShuffleNet"]
+    with pytest.raises(ValueError, match="'ToyShuffleNet' is registered already"):
+        register_architecture(toy_architecture)
+    with pytest.raises(ValueError, match="'RRDBNet' is not an architecture registered at run time"):
+        unregister_architecture("RRDBNet")
+    with pytest.raises(ModelLoadError, match="unknown architecture 'EDSR'; expected one of"):
+        get_architecture("EDSR")
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        dataclasses.replace(get_spec("tiny-srvgg"), architecture="EDSR")
+
+
+def test_unregistered_architecture_is_not_detected(tmp_path):
+    torch.save(ToyShuffleNet().state_dict(), tmp_path / "toy.pth")
+    with pytest.raises(ModelLoadError, match="unrecognised state dict .*toy_head.weight"):
+        load_model(tmp_path / "toy.pth")
+
+
 # --------------------------------------------------------------------------------------- bundled models
 
 

@@ -2,18 +2,22 @@
 
 The runtime uses this to run an exported file where a model name or checkpoint is accepted
 (``certsr-rt upscale photo.png --model x4plus.onnx``): the description gives the scale, channels and the
-model's default noise level without loading weights. Reading it imports neither onnxruntime nor tensorrt:
-an ONNX file's metadata is read with ``onnx`` (the ``onnx`` extra), an engine's from the JSON record that
-``certsr-rt export --engine`` writes beside it.
+model's default noise level without loading weights. The file is described once: the backends take the
+:class:`ExportedModel` (never the bare path), and a TensorRT engine's build record comes with it. Reading
+it imports neither onnxruntime nor tensorrt: an ONNX file's metadata is read with ``onnx`` (the ``onnx``
+extra), an engine's from the JSON record that ``certsr-rt export --engine`` writes beside it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from certsr_rt.errors import BackendError, InputError
+
+if TYPE_CHECKING:
+    from certsr_rt.export.tensorrt import EngineKey
 
 __all__ = ["EXPORTED_SUFFIXES", "ExportedModel", "describe_exported", "is_exported_path"]
 
@@ -37,6 +41,8 @@ class ExportedModel:
         default_sigma: the model's recommended noise level, ``None`` when it has none (or the engine's
             record predates this field).
         precision: ``fp32`` or ``fp16``: compute precision inside the graph or engine (I/O is float32).
+        engine_key: for an engine, the key its build record holds (GPU, TensorRT version, shape range),
+            checked before the engine is loaded; ``None`` for an ``.onnx`` file.
     """
 
     path: Path
@@ -48,6 +54,7 @@ class ExportedModel:
     out_channels: int
     default_sigma: float | None
     precision: str
+    engine_key: EngineKey | None = None
 
 
 def is_exported_path(path: str | Path) -> bool:
@@ -120,4 +127,5 @@ def describe_exported(path: str | Path) -> ExportedModel:
         out_channels=int(model["out_channels"]),
         default_sigma=model["default_sigma"],
         precision=key.precision,
+        engine_key=key,
     )

@@ -1,14 +1,13 @@
-"""Super-resolution architectures, the registry of named models, and checkpoint loading.
+"""Super-resolution architectures (one file each in ``arch/``), the registry of named models, and loading.
 
 ``load_model("realesrgan-x4plus")`` (the default, bundled) or ``load_model("path/to/ckpt.pth")`` returns an
 :class:`SRModel`; :func:`list_specs` lists what is registered.
 """
 
+from certsr_rt.models.arch import RRDBNet, SRVGGNetCompact
 from certsr_rt.models.descriptor import SRModel
 from certsr_rt.models.loader import load_model
 from certsr_rt.models.registry import DEFAULT_MODEL, ModelSpec, get_spec, list_specs
-from certsr_rt.models.rrdbnet import RRDBNet
-from certsr_rt.models.srvgg import SRVGGNetCompact
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from certsr_rt.errors import InputError
+from certsr_rt.models.arch import find_architecture
 
 __all__ = ["SRModel"]
 
@@ -25,7 +26,8 @@ class SRModel:
         module: the network, in eval mode. Its parameters require grad (attacks differentiate through it);
             wrap inference in ``torch.inference_mode()``.
         name: registered name, the ``name`` of a checkpoint's ``certsr_meta``, or the file's stem.
-        architecture: ``"RRDBNet"`` or ``"SRVGGNetCompact"``.
+        architecture: the name of its :class:`~certsr_rt.models.arch.Architecture` (``"RRDBNet"``,
+            ``"SRVGGNetCompact"``, or one registered at run time).
         scale: output size / input size (4 for every registered model).
         in_channels: channels of the input (3 for RGB).
         out_channels: channels of the output.
@@ -67,13 +69,14 @@ class SRModel:
 
     @property
     def size_multiple(self) -> int:
-        """The module's own input height and width must be multiples of this (x2/x1 RRDBNet pixel-unshuffle).
+        """The module's own input height and width must be multiples of this (its architecture's rule).
+
+        1 for a module of an unregistered architecture.
 
         :meth:`__call__` pads to it and crops the result, so callers of the descriptor can ignore it.
         """
-        if self.architecture == "RRDBNet":
-            return {4: 1, 2: 2, 1: 4}.get(self.scale, 1)
-        return 1
+        arch = find_architecture(self.architecture)
+        return 1 if arch is None else arch.size_multiple(self.hyperparameters)
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> SRModel:
         """Move the module to ``device`` (and cast it to ``dtype`` when given), in place.

@@ -1,18 +1,9 @@
 """Turn a registered name or a checkpoint file into an :class:`SRModel`.
 
 Checkpoints are read with ``torch.load(weights_only=True)`` or safetensors only: a file is never unpickled
-as code. The architecture and its hyper-parameters are detected from key names and tensor shapes:
-
-* RRDBNet (ESRGAN generator) in three key layouts, converted to the BasicSR / Real-ESRGAN "new-arch" names
-  of :class:`~certsr_rt.models.RRDBNet`:
-
-  - new-arch: ``conv_first, body.N.rdbK.convJ, conv_body, conv_up1, conv_up2, conv_hr, conv_last``;
-  - the ESRGAN repository's: ``conv_first, RRDB_trunk.N.RDBK.convJ, trunk_conv, upconv1, upconv2, HRconv,
-    conv_last``;
-  - the 2018 "old-arch": ``model.0, model.1.sub.N.RDBK.convJ.0, model.1.sub.<num_block>`` (trunk conv),
-    ``model.3, model.6, model.8, model.10``.
-
-* SRVGGNetCompact: ``body.N`` only (convs at even indices, PReLU weights at odd ones).
+as code. The architecture and its hyper-parameters are detected from key names and tensor shapes by the
+registered architectures, each in its own file (``models/arch/rrdbnet.py``: three RRDBNet key layouts;
+``models/arch/srvgg.py``: SRVGGNetCompact), tried in registry order (:mod:`certsr_rt.models.arch`).
 
 Wrappers ``params_ema`` (preferred), ``params``, ``state_dict`` and ``model`` are unwrapped, a ``module.``
 prefix (DistributedDataParallel) is stripped, and half-precision tensors are cast to fp32. A ``certsr_meta``
@@ -25,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import math
 import pickle
 import re
@@ -39,24 +29,16 @@ import torch
 
 from certsr_rt._device import resolve_device
 from certsr_rt.errors import ModelLoadError
+from certsr_rt.models import arch as arch_registry
+from certsr_rt.models.arch.base import Architecture, StateDict, preview
 from certsr_rt.models.descriptor import SRModel
-from certsr_rt.models.registry import (
-    ModelSpec,
-    build_module,
-    list_specs,
-    registered_names,
-    scale_of,
-)
+from certsr_rt.models.registry import ModelSpec, list_specs, registered_names
 
 __all__ = ["detect_architecture", "load_model", "load_state_dict_file", "read_bundled_weights"]
-
-log = logging.getLogger(__name__)
 
 _WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
 _MAX_WRAPPER_DEPTH = 3
-
-StateDict = dict[str, torch.Tensor]
 
 
 # --------------------------------------------------------------------------------------------- public API
@@ -122,28 +104,15 @@ def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, di
         state_dict: an unwrapped state dict (as returned by :func:`load_state_dict_file`).
 
     Returns:
-        ``(architecture, hyperparameters, converted_state_dict)``: the key of
-        :data:`~certsr_rt.models.registry.ARCHITECTURES`, the keyword arguments that build the module, and
-        the state dict renamed to that module's parameter names.
+        ``(architecture, hyperparameters, converted_state_dict)``: the name of a registered
+        :class:`~certsr_rt.models.arch.Architecture`, the keyword arguments that build its module, and the
+        state dict renamed to that module's parameter names.
 
     Raises:
         ModelLoadError: the keys match none of the known layouts, or the shapes are inconsistent.
     """
-    sd = dict(state_dict)
-    if "conv_first.weight" in sd and "body.0.rdb1.conv1.weight" in sd:
-        return "RRDBNet", _rrdbnet_hyperparameters(sd), sd
-    if "RRDB_trunk.0.RDB1.conv1.weight" in sd:
-        sd = _convert_esrgan_repo(sd)
-        return "RRDBNet", _rrdbnet_hyperparameters(sd), sd
-    if "model.0.weight" in sd and "model.1.sub.0.RDB1.conv1.0.weight" in sd:
-        sd = _convert_old_arch(sd)
-        return "RRDBNet", _rrdbnet_hyperparameters(sd), sd
-    if "body.0.weight" in sd and all(re.fullmatch(r"body\.\d+\.(weight|bias)", k) for k in sd):
-        return "SRVGGNetCompact", _srvgg_hyperparameters(sd), sd
-    raise ModelLoadError(
-        f"unrecognised state dict ({len(sd)} tensors, first keys: {_preview(sd)}); expected an RRDBNet "
-        "(ESRGAN / Real-ESRGAN) or SRVGGNetCompact checkpoint"
-    )
+    arch, hyperparameters, converted = arch_registry.detect(state_dict)
+    return arch.name, hyperparameters, converted
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -201,10 +170,10 @@ def _load_file(path: Path) -> SRModel:
         if isinstance(meta.get("hyperparameters"), Mapping):
             hyperparameters = dict(meta["hyperparameters"])
         meta_scale = meta.get("scale")
-        if meta_scale is not None and int(meta_scale) != scale_of(architecture, hyperparameters):
+        scale = arch_registry.get_architecture(architecture).scale(hyperparameters)
+        if meta_scale is not None and int(meta_scale) != scale:
             raise ModelLoadError(
-                f"{path}: certsr_meta says scale {meta_scale} but its hyper-parameters give "
-                f"{scale_of(architecture, hyperparameters)}"
+                f"{path}: certsr_meta says scale {meta_scale} but its hyper-parameters give {scale}"
             )
         if meta.get("name"):
             name = str(meta["name"])
@@ -235,9 +204,10 @@ def _build(
     sha256: str,
     source: str,
 ) -> SRModel:
+    arch = arch_registry.get_architecture(architecture)
     # Built on the meta device and filled with assign=True: no throw-away random init (0.3 s for RRDBNet)
     # and no use of the global RNG.
-    module = build_module(architecture, hyperparameters, device="meta")
+    module = arch.build(hyperparameters, device="meta")
     expected = module.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -259,33 +229,35 @@ def _build(
         )
     module.load_state_dict(state_dict, strict=True, assign=True)
     module.eval()
-    scale = scale_of(architecture, hyperparameters)
+    in_channels, out_channels = arch.channels(hyperparameters)
     return SRModel(
         module=module,
         name=name,
         architecture=architecture,
-        scale=scale,
-        in_channels=int(hyperparameters.get("num_in_ch", 3)),
-        out_channels=int(hyperparameters.get("num_out_ch", 3)),
+        scale=arch.scale(hyperparameters),
+        in_channels=in_channels,
+        out_channels=out_channels,
         hyperparameters=dict(hyperparameters),
         default_sigma=default_sigma,
         sha256=sha256,
         source=source,
-        supports_half=True,  # both architectures run in fp16; the runtime falls back on inf/NaN
+        supports_half=arch.supports_half,  # the runtime still falls back to fp32 on inf/NaN
     )
 
 
 def _generated_state_dict(spec: ModelSpec) -> StateDict:
     """Deterministic weights for a test-only model: PyTorch's default init, drawn from a local generator.
 
-    An RRDBNet has no skip from its input to its output, and with random weights its output sits around
-    -0.06 with a spread of 0.03: after clamping to [0, 1] every image would be black and tests comparing
-    outputs would compare nothing. So its last convolution is then rescaled (weight and bias, still a
+    A network without a skip from its input to its output (RRDBNet) gives outputs around -0.06 with a
+    spread of 0.03 with random weights: after clamping to [0, 1] every image would be black and tests
+    comparing outputs would compare nothing. So the last convolution its architecture names
+    (:attr:`~certsr_rt.models.arch.Architecture.output_conv`) is then rescaled (weight and bias, still a
     fixed function of the seed) to give mean 0.5 and spread 0.25 on a probe image drawn from the same
     generator: outputs stay a random function of the input, now in the visible range.
     """
+    arch = arch_registry.get_architecture(spec.architecture)
     gen = torch.Generator().manual_seed(spec.seed)
-    template = build_module(spec.architecture, spec.hyperparameters, device="meta").state_dict()
+    template = arch.build(spec.hyperparameters, device="meta").state_dict()
     out: StateDict = {}
     for key, t in template.items():
         if t.dim() == 1 and key.endswith(".weight"):  # PReLU slopes: PyTorch's default 0.25
@@ -294,16 +266,24 @@ def _generated_state_dict(spec: ModelSpec) -> StateDict:
         weight = template[key.rsplit(".", 1)[0] + ".weight"]
         bound = 1.0 / math.sqrt(weight[0].numel())  # fan_in; kaiming_uniform(a=sqrt(5)) and bias bound
         out[key] = (torch.rand(tuple(t.shape), generator=gen) * 2 - 1) * bound
-    if spec.architecture == "RRDBNet":
-        module = build_module(spec.architecture, spec.hyperparameters, device="meta")
-        module.load_state_dict(out, assign=True)
-        probe = torch.rand(1, int(spec.hyperparameters.get("num_in_ch", 3)), 16, 16, generator=gen)
-        with torch.no_grad():
-            y = module(probe)
-        gain = 0.25 / max(float(y.std()), 1e-8)
-        out["conv_last.weight"] = out["conv_last.weight"] * gain
-        out["conv_last.bias"] = (out["conv_last.bias"] - float(y.mean())) * gain + 0.5
+    if arch.output_conv is not None:
+        _calibrate_output(arch, spec, out, gen)
     return out
+
+
+def _calibrate_output(
+    arch: Architecture, spec: ModelSpec, state_dict: StateDict, gen: torch.Generator
+) -> None:
+    """Rescale ``arch.output_conv`` in ``state_dict`` (in place) to mean 0.5, spread 0.25 on a probe."""
+    module = arch.build(spec.hyperparameters, device="meta")
+    module.load_state_dict(state_dict, assign=True)
+    probe = torch.rand(1, arch.channels(spec.hyperparameters)[0], 16, 16, generator=gen)
+    with torch.no_grad():
+        y = module(probe)
+    gain = 0.25 / max(float(y.std()), 1e-8)
+    weight, bias = f"{arch.output_conv}.weight", f"{arch.output_conv}.bias"
+    state_dict[weight] = state_dict[weight] * gain
+    state_dict[bias] = (state_dict[bias] - float(y.mean())) * gain + 0.5
 
 
 # ------------------------------------------------------------------------------------------- file reading
@@ -461,145 +441,14 @@ def _state_dict_sha256(state_dict: StateDict) -> str:
     return h.hexdigest()
 
 
-# -------------------------------------------------------------------------------------- layout conversion
-
-
-def _convert_esrgan_repo(sd: StateDict) -> StateDict:
-    renames = {
-        "trunk_conv.": "conv_body.",
-        "upconv1.": "conv_up1.",
-        "upconv2.": "conv_up2.",
-        "HRconv.": "conv_hr.",
-    }
-    out: StateDict = {}
-    for key, v in sd.items():
-        new = re.sub(r"^RRDB_trunk\.(\d+)\.RDB(\d)\.", r"body.\1.rdb\2.", key)
-        for old, repl in renames.items():
-            if new.startswith(old):
-                new = repl + new[len(old) :]
-        out[new] = v
-    return out
-
-
-def _convert_old_arch(sd: StateDict) -> StateDict:
-    blocks = _indices(sd, r"model\.1\.sub\.(\d+)\.RDB1\.conv1\.0\.weight")
-    num_block = max(blocks) + 1
-    if f"model.1.sub.{num_block}.weight" not in sd or "model.10.weight" not in sd:
-        raise ModelLoadError(
-            "old-arch ESRGAN layout (model.N keys) with an unsupported structure: expected "
-            f"model.1.sub.{num_block} (trunk conv) and model.3/6/8/10 (x4 upsampler), found {_preview(sd, 8)}"
-        )
-    fixed = {
-        "model.0.": "conv_first.",
-        f"model.1.sub.{num_block}.": "conv_body.",
-        "model.3.": "conv_up1.",
-        "model.6.": "conv_up2.",
-        "model.8.": "conv_hr.",
-        "model.10.": "conv_last.",
-    }
-    out: StateDict = {}
-    for key, v in sd.items():
-        new = re.sub(r"^model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.", r"body.\1.rdb\2.conv\3.", key)
-        if new == key:
-            for old, repl in fixed.items():
-                if key.startswith(old):
-                    new = repl + key[len(old) :]
-                    break
-        out[new] = v
-    return out
-
-
-# ------------------------------------------------------------------------------ hyper-parameter detection
-
-
-def _rrdbnet_hyperparameters(sd: StateDict) -> dict[str, Any]:
-    if "conv_up3.weight" in sd:
-        raise ModelLoadError(
-            "RRDBNet x8 checkpoints (conv_up3) are not supported; expected an x4, x2 or x1 one"
-        )
-    for key in ("conv_first.weight", "conv_last.weight", "body.0.rdb1.conv1.weight"):
-        if key not in sd or sd[key].dim() != 4:
-            raise ModelLoadError(f"RRDBNet state dict without a 4-D {key} (found {_preview(sd)})")
-    blocks = _indices(sd, r"body\.(\d+)\.rdb1\.conv1\.weight")
-    if blocks != set(range(len(blocks))):
-        raise ModelLoadError(f"RRDBNet blocks are not numbered 0..{len(blocks) - 1}: found {sorted(blocks)}")
-    num_feat, first_in = sd["conv_first.weight"].shape[:2]
-    num_out = sd["conv_last.weight"].shape[0]
-    # BasicSR's x2 / x1 RRDBNet pixel-unshuffle the input by 2 / 4 before conv_first.
-    if first_in == num_out:
-        scale, num_in = 4, first_in
-    elif first_in == 4 * num_out:
-        scale, num_in = 2, num_out
-    elif first_in == 16 * num_out:
-        scale, num_in = 1, num_out
-    else:
-        scale, num_in = 4, first_in
-    return {
-        "num_in_ch": int(num_in),
-        "num_out_ch": int(num_out),
-        "scale": scale,
-        "num_feat": int(num_feat),
-        "num_block": len(blocks),
-        "num_grow_ch": int(sd["body.0.rdb1.conv1.weight"].shape[0]),
-    }
-
-
-def _srvgg_hyperparameters(sd: StateDict) -> dict[str, Any]:
-    last = max(_indices(sd, r"body\.(\d+)\.weight"))
-    first = sd["body.0.weight"]
-    if first.dim() != 4 or last < 2 or last % 2 or sd[f"body.{last}.weight"].dim() != 4:
-        raise ModelLoadError(
-            f"SRVGGNetCompact-like keys (body.N) but an unexpected structure: last conv body.{last}, "
-            f"body.0.weight shape {tuple(first.shape)}"
-        )
-    num_feat, num_in = int(first.shape[0]), int(first.shape[1])
-    prelu = sd.get("body.1.weight")
-    if prelu is not None and tuple(prelu.shape) == (num_feat,):
-        act_type = "prelu"
-    elif prelu is None:
-        # ReLU and LeakyReLU have no weights: the file cannot tell them apart.
-        act_type = "relu"
-        log.warning("SRVGGNetCompact without PReLU weights: assuming ReLU activations")
-    else:
-        raise ModelLoadError(
-            f"SRVGGNetCompact body.1.weight: expected shape ({num_feat},), got {tuple(prelu.shape)}"
-        )
-    last_out = int(sd[f"body.{last}.weight"].shape[0])
-    upscale = math.isqrt(last_out // num_in) if last_out % num_in == 0 else 0
-    if upscale < 1 or upscale * upscale * num_in != last_out:
-        raise ModelLoadError(
-            f"SRVGGNetCompact last conv has {last_out} output channels; "
-            f"expected in_channels ({num_in}) x scale^2"
-        )
-    return {
-        "num_in_ch": num_in,
-        "num_out_ch": num_in,
-        "num_feat": num_feat,
-        "num_conv": (last - 2) // 2,
-        "upscale": upscale,
-        "act_type": act_type,
-    }
-
-
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def _indices(sd: Mapping[str, Any], pattern: str) -> set[int]:
-    rx = re.compile(pattern)
-    return {int(m.group(1)) for k in sd if (m := rx.fullmatch(k))}
-
-
-def _preview(sd: Mapping[str, Any], n: int = 4) -> str:
-    keys = list(sd)
-    more = f", ... ({len(keys) - n} more)" if len(keys) > n else ""
-    return ", ".join(str(k) for k in keys[:n]) + more
 
 
 def _describe(obj: Any) -> str:
     if isinstance(obj, dict):
         if not obj:
             return "an empty dict"
-        return f"a dict with keys {_preview(obj)}"
+        return f"a dict with keys {preview(obj)}"
     if isinstance(obj, torch.Tensor):
         return f"a single tensor of shape {tuple(obj.shape)}"
     return f"a {type(obj).__name__}"

@@ -1,8 +1,8 @@
 """Named models: what each registered name means, where its weights come from, and its recommended σ.
 
 A :class:`ModelSpec` is pure data. :func:`certsr_rt.models.load_model` turns a name into a loaded
-:class:`~certsr_rt.models.SRModel`; this module only describes, and can build the empty module of an
-architecture (:func:`build_module`).
+:class:`~certsr_rt.models.SRModel`; this module only describes. What an architecture is (its module, scale,
+detection) is in its own file under ``models/arch`` (:func:`~certsr_rt.models.arch.get_architecture`).
 
 The ``tiny-*`` entries are test-only: a few thousand parameters, no file, weights drawn from a fixed seed,
 so that every test of the pipeline runs in milliseconds on CPU (timm's ``test_vit`` idea).
@@ -11,35 +11,22 @@ so that every test of the pipeline runs in milliseconds on CPU (timm's ``test_vi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-import torch
-from torch import nn
-
 from certsr_rt.errors import ModelLoadError
-from certsr_rt.models.rrdbnet import RRDBNet
-from certsr_rt.models.srvgg import SRVGGNetCompact
+from certsr_rt.models.arch import Architecture, architectures, find_architecture, get_architecture
 
 __all__ = [
-    "ARCHITECTURES",
     "DEFAULT_MODEL",
     "ModelSpec",
-    "build_module",
     "get_spec",
     "list_specs",
     "registered_names",
-    "scale_of",
 ]
 
 DEFAULT_MODEL = "certsr-compact-x4"
-
-#: Architecture name (as stored in ``SRModel.architecture`` and checkpoints' ``certsr_meta``) -> class.
-ARCHITECTURES: Mapping[str, type[nn.Module]] = MappingProxyType(
-    {"RRDBNet": RRDBNet, "SRVGGNetCompact": SRVGGNetCompact}
-)
 
 
 @dataclass(frozen=True)
@@ -48,7 +35,8 @@ class ModelSpec:
 
     Attributes:
         name: the registered name users type (``--model realesrgan-x4plus``).
-        architecture: key of :data:`ARCHITECTURES` (``"RRDBNet"`` or ``"SRVGGNetCompact"``).
+        architecture: a registered architecture's name (``"RRDBNet"``, ``"SRVGGNetCompact"``: see
+            :func:`~certsr_rt.models.arch.architectures`).
         hyperparameters: keyword arguments that rebuild the module with the architecture's class.
         file: file name of the bundled weights inside ``certsr_rt/models/weights/``, or ``None`` for a
             test-only model whose weights are generated from ``seed``.
@@ -73,12 +61,16 @@ class ModelSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(
-                f"architecture must be one of {sorted(ARCHITECTURES)}, got {self.architecture!r}"
-            )
+        if find_architecture(self.architecture) is None:
+            names = sorted(a.name for a in architectures())
+            raise ValueError(f"architecture must be one of {names}, got {self.architecture!r}")
         # A read-only view, so that a caller cannot change the registry through a spec it was handed.
         object.__setattr__(self, "hyperparameters", MappingProxyType(dict(self.hyperparameters)))
+
+    @property
+    def arch(self) -> Architecture:
+        """The registered :class:`~certsr_rt.models.arch.Architecture` of this model."""
+        return get_architecture(self.architecture)
 
     @property
     def is_test_only(self) -> bool:
@@ -88,59 +80,13 @@ class ModelSpec:
     @property
     def scale(self) -> int:
         """Upscaling factor of the model."""
-        return scale_of(self.architecture, self.hyperparameters)
+        return self.arch.scale(self.hyperparameters)
 
     @property
     def num_parameters(self) -> int:
         """Number of parameters, counted on an empty (meta-device) module: no weights are read."""
-        module = build_module(self.architecture, self.hyperparameters, device="meta")
+        module = self.arch.build(self.hyperparameters, device="meta")
         return sum(p.numel() for p in module.parameters())
-
-
-def scale_of(architecture: str, hyperparameters: Mapping[str, Any]) -> int:
-    """Upscaling factor of a module built from ``architecture`` and ``hyperparameters``.
-
-    Args:
-        architecture: key of :data:`ARCHITECTURES`.
-        hyperparameters: keyword arguments of the architecture's class (defaults apply for missing ones).
-
-    Returns:
-        The factor between output and input height (and width).
-    """
-    if architecture == "RRDBNet":
-        return int(hyperparameters.get("scale", 4))
-    if architecture == "SRVGGNetCompact":
-        return int(hyperparameters.get("upscale", 4))
-    raise ModelLoadError(f"unknown architecture {architecture!r}; expected one of {sorted(ARCHITECTURES)}")
-
-
-def build_module(
-    architecture: str, hyperparameters: Mapping[str, Any], device: torch.device | str | None = None
-) -> nn.Module:
-    """Build an architecture's module from its hyper-parameters.
-
-    Args:
-        architecture: key of :data:`ARCHITECTURES`.
-        hyperparameters: keyword arguments of the architecture's class.
-        device: device to build on. ``"meta"`` builds without memory or random initialisation (and without
-            touching the global RNG), for counting parameters or loading with ``assign=True``.
-
-    Returns:
-        The module, with its default initialisation unless built on ``meta``.
-
-    Raises:
-        ModelLoadError: unknown architecture or hyper-parameters the class rejects.
-    """
-    cls = ARCHITECTURES.get(architecture)
-    if cls is None:
-        raise ModelLoadError(
-            f"unknown architecture {architecture!r}; expected one of {sorted(ARCHITECTURES)}"
-        )
-    try:
-        with torch.device(device) if device is not None else nullcontext():
-            return cls(**dict(hyperparameters))
-    except (TypeError, ValueError) as exc:
-        raise ModelLoadError(f"cannot build {architecture} with {dict(hyperparameters)}: {exc}") from None
 
 
 # How the real models' sigma was chosen (σ belongs to the model): an LPIPS sweep on Set5 + Set14

@@ -9,55 +9,18 @@ from typing import Any
 import torch
 
 from certsr_rt.errors import InputError
+from certsr_rt.models.arch import TileLimits, tile_limits
 
-
-@dataclass(frozen=True)
-class TileLimits:
-    """The smallest tile and tile overlap (LR pixels) whose output is not visibly different from untiled.
-
-    A pixel near a tile's edge is computed without the context beyond the edge; below these sizes seams
-    and blocks show. Measured by ``benchmarks/bench_tiles.py`` (``benchmarks/results/tiles_cpu.md``) on
-    the registered model ``measured_on``, whose depth (residual blocks or body convolutions) is ``depth``.
-    The rule: ``min_tile`` is the smallest measured tile with a mean |tiled - untiled| of at most 1 level
-    (of 255) and ``min_overlap`` the smallest overlap that keeps the maximum within 10 levels there. The
-    bundled RRDBNet sees much further than any practical tile: its maximum stays above 10 levels even at
-    tile 192 with overlap 48 (29 levels), so its floor of 32 is the overlap that halves the worst seam of
-    the old default 16 (96 -> 46 levels at tile 192); only ``--tile 0`` is exact for it.
-    """
-
-    min_tile: int
-    min_overlap: int
-    depth: int
-    measured_on: str
-
-
-TILE_LIMITS: dict[str, tuple[TileLimits, ...]] = {
-    "RRDBNet": (
-        TileLimits(min_tile=12, min_overlap=8, depth=1, measured_on="tiny-rrdbnet"),
-        TileLimits(min_tile=96, min_overlap=32, depth=23, measured_on="realesrgan-x4plus"),
-    ),
-    "SRVGGNetCompact": (
-        TileLimits(min_tile=8, min_overlap=4, depth=2, measured_on="tiny-srvgg"),
-        TileLimits(min_tile=24, min_overlap=8, depth=16, measured_on="realesr-animevideov3-x4"),
-    ),
-}
-"""Per architecture, by depth. A model gets the limits of the shallowest measured model at least as deep
-as itself; a deeper one, an unknown depth (an exported file) or an unknown architecture, the strictest."""
-
-_DEPTH_KEY = {"RRDBNet": "num_block", "SRVGGNetCompact": "num_conv"}
-
-
-def tile_limits(architecture: str, hyperparameters: Mapping[str, Any] | None = None) -> TileLimits:
-    """The :class:`TileLimits` for a model of ``architecture`` with ``hyperparameters``."""
-    known = TILE_LIMITS.get(architecture)
-    if known is None:
-        every = [limit for limits in TILE_LIMITS.values() for limit in limits]
-        return max(every, key=lambda limit: (limit.min_tile, limit.min_overlap))
-    depth = (hyperparameters or {}).get(_DEPTH_KEY.get(architecture, ""))
-    deep_enough = [limit for limit in known if isinstance(depth, int) and limit.depth >= depth]
-    return (
-        min(deep_enough, key=lambda limit: limit.depth) if deep_enough else max(known, key=lambda x: x.depth)
-    )
+__all__ = [
+    "Tile",
+    "TileLimits",
+    "blend_weights",
+    "make_tiles",
+    "max_coverage",
+    "resolve_overlap",
+    "tile_limits",
+    "tile_starts",
+]
 
 
 def resolve_overlap(
@@ -71,7 +34,8 @@ def resolve_overlap(
 
     Args:
         architecture: the model's architecture name.
-        hyperparameters: its hyper-parameters (the depth picks the limits, see :data:`TILE_LIMITS`).
+        hyperparameters: its hyper-parameters (the depth picks the limits, see
+            :func:`~certsr_rt.models.arch.tile_limits`).
         tile: tile size in LR pixels; 0 for no tiling (always accepted).
         overlap: the requested overlap, or None for ``default`` (a quarter of tiles under 64 px), raised to
             the model's floor.

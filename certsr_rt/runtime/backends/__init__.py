@@ -2,20 +2,28 @@
 
 Importing this package imports no optional library: each backend module imports its library when a backend
 is created, and a missing one raises :class:`~certsr_rt.errors.MissingDependencyError` naming the extra.
+
+Every backend takes a described model, an :class:`~certsr_rt.models.SRModel` or an
+:class:`~certsr_rt.export.exported.ExportedModel`, never a path: a file is described once, by whoever turns
+the user's name or path into a model (the :class:`~certsr_rt.runtime.upscaler.Upscaler`,
+:func:`~certsr_rt.export.exported.describe_exported`), and no backend reads it again to find its scale.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from certsr_rt._device import resolve_device
 from certsr_rt.errors import CertSRError, InputError
-from certsr_rt.runtime.backends.base import Backend
+from certsr_rt.export.exported import ExportedModel
+from certsr_rt.runtime.backends.base import Backend, require_described
+
+if TYPE_CHECKING:
+    from certsr_rt.models.descriptor import SRModel
 
 __all__ = [
     "BACKEND_NAMES",
@@ -89,11 +97,14 @@ def default_backend(device: torch.device | str = "auto") -> str:
     return "torch"
 
 
-def _create(name: str, model: Any, device: torch.device, precision: str, options: dict[str, Any]) -> Backend:
+def _create(
+    name: str, model: SRModel | ExportedModel, device: torch.device, precision: str, options: dict[str, Any]
+) -> Backend:
     if name == "torch":
-        if isinstance(model, (str, Path)):
+        if isinstance(model, ExportedModel):
             raise InputError(
-                f"the torch backend needs a loaded model, not the file {model}; use onnxruntime or tensorrt"
+                f"the torch backend needs a loaded model, not the exported file {model.path}; use "
+                "onnxruntime or tensorrt"
             )
         from certsr_rt.runtime.backends.torch_backend import TorchBackend
 
@@ -110,16 +121,21 @@ def _create(name: str, model: Any, device: torch.device, precision: str, options
 
 
 def create_backend(
-    name: str, model: Any, device: torch.device | str = "auto", precision: str = "auto", **options: Any
+    name: str,
+    model: SRModel | ExportedModel,
+    device: torch.device | str = "auto",
+    precision: str = "auto",
+    **options: Any,
 ) -> Backend:
     """Create a backend by name.
 
     Args:
         name: ``torch``, ``onnxruntime``, ``tensorrt`` or ``auto`` (the first of
-            :func:`available_backends` that can be created and activated for this model; a file path
-            skips torch).
-        model: an ``SRModel``; onnxruntime and tensorrt also take a certsr-rt ``.onnx`` path, tensorrt an
-            ``.engine`` path.
+            :func:`available_backends` that can be created and activated for this model; an exported
+            file skips torch).
+        model: an ``SRModel`` (from :func:`~certsr_rt.models.load_model`), or for onnxruntime and
+            tensorrt an ``ExportedModel`` (a certsr-rt ``.onnx``; for tensorrt also an ``.engine``,
+            from :func:`~certsr_rt.export.exported.describe_exported`).
         device: ``cpu``, a CUDA device or ``auto``.
         precision: ``fp32``, ``fp16``, ``bf16`` (torch on CUDA) or ``auto``.
         **options: passed to the backend's constructor (e.g. ``cache_dir``, ``threads``, ``profile``).
@@ -129,13 +145,16 @@ def create_backend(
         start a candidate to know it works). :meth:`Backend.activate` is idempotent either way.
 
     Raises:
-        InputError: unknown name, or a combination the backend does not support.
+        InputError: unknown name, a path instead of a described model, or a combination the backend does
+            not support.
         MissingDependencyError: the named backend's library is not installed (names the extra).
     """
+    require_described(model)
     dev = resolve_device(device, check_available=False)
     if name != "auto":
         return _create(name, model, dev, precision, options)
-    candidates = [b for b in available_backends(dev) if not (b == "torch" and isinstance(model, (str, Path)))]
+    exported = isinstance(model, ExportedModel)
+    candidates = [b for b in available_backends(dev) if not (b == "torch" and exported)]
     errors = []
     for candidate in candidates:
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -22,6 +23,19 @@ from certsr_rt._device import resolve_device
 from certsr_rt.errors import BackendError, InputError
 
 log = logging.getLogger(__name__)
+
+
+def require_described(model: object) -> None:
+    """Refuse a bare path where a backend needs a described model (an ``SRModel`` or ``ExportedModel``).
+
+    Raises:
+        InputError: ``model`` is a ``str`` or ``Path``.
+    """
+    if isinstance(model, (str, Path)):
+        raise InputError(
+            f"Expected an SRModel or an ExportedModel, but got the path {model}; describe it first: "
+            "load_model(path) for a checkpoint, describe_exported(path) for an .onnx or .engine"
+        )
 
 
 class Backend(ABC):

@@ -1,8 +1,8 @@
 """The onnxruntime backend: CPU, or CUDA with IO binding when onnxruntime-gpu is installed.
 
 It takes either an :class:`~certsr_rt.models.SRModel` (exported once into the content-addressed ONNX cache,
-see :func:`certsr_rt.export.onnx.cached_onnx`) or the path of an ``.onnx`` file written by
-``certsr-rt export`` (its metadata gives the scale and channels).
+see :func:`certsr_rt.export.onnx.cached_onnx`) or an :class:`~certsr_rt.export.exported.ExportedModel`
+describing an ``.onnx`` file written by ``certsr-rt export`` (its metadata gives the scale and channels).
 
 On CUDA, inputs and outputs stay in torch-owned device memory and are bound with IO binding: no host
 copies. A session that comes up without the CUDA provider (onnxruntime falls back to the CPU silently
@@ -13,14 +13,18 @@ CUDA path is written to onnxruntime's documented API but has not run on a GPU he
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from certsr_rt._deps import require
 from certsr_rt.errors import BackendError, InputError, first_line
-from certsr_rt.runtime.backends.base import Backend
+from certsr_rt.export.exported import ExportedModel
+from certsr_rt.runtime.backends.base import Backend, require_described
+
+if TYPE_CHECKING:
+    from certsr_rt.models.descriptor import SRModel
 
 __all__ = ["OnnxRuntimeBackend", "onnxruntime_has_cuda"]
 
@@ -38,7 +42,7 @@ class OnnxRuntimeBackend(Backend):
     """Runs an exported generator with onnxruntime.
 
     Args:
-        model: an ``SRModel`` or the path of a certsr-rt ``.onnx`` export.
+        model: an ``SRModel``, or an ``ExportedModel`` of a certsr-rt ``.onnx`` export.
         device: ``cpu`` (``pip install 'certsr-rt[onnx]'``) or a CUDA device (needs ``onnxruntime-gpu``:
             ``pip install 'certsr-rt[gpu]'``, instead of the CPU-only ``onnxruntime``).
         precision: ``fp32``, ``fp16`` (CUDA only; an fp16 export) or ``auto`` (fp32 on CPU; on CUDA fp16
@@ -55,36 +59,35 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(
         self,
-        model: Any,
+        model: SRModel | ExportedModel,
         device: torch.device | str = "cpu",
         precision: str = "auto",
         *,
         cache_dir: str | Path | None = None,
         threads: int | None = None,
     ) -> None:
-        from certsr_rt.export.exported import describe_exported
-
         device = torch.device(device)
         if device.type not in ("cpu", "cuda"):
             raise InputError(f"Expected a cpu or cuda device for onnxruntime, but got {device}")
         # CPU: the `onnx` extra (onnxruntime); CUDA: the `gpu` extra (onnxruntime-gpu). Never both.
         extra = "gpu" if device.type == "cuda" else "onnx"
         self._ort = require("onnxruntime", extra, "the onnxruntime backend")
-        if isinstance(model, (str, Path)):
-            meta = describe_exported(model)
-            if meta.kind != "onnx":
+        self._model: SRModel | None
+        require_described(model)
+        if isinstance(model, ExportedModel):
+            if model.kind != "onnx":
                 raise InputError(
-                    f"Expected an .onnx export for onnxruntime, but {meta.path} is a TensorRT engine; "
+                    f"Expected an .onnx export for onnxruntime, but {model.path} is a TensorRT engine; "
                     "run it with the tensorrt backend"
                 )
-            self.onnx_path: Path | None = meta.path
+            self.onnx_path: Path | None = model.path
             self._model = None
-            if precision not in ("auto", meta.precision):
+            if precision not in ("auto", model.precision):
                 raise InputError(
-                    f"{self.onnx_path} is an {meta.precision} export, but precision {precision} was asked"
+                    f"{self.onnx_path} is an {model.precision} export, but precision {precision} was asked"
                 )
-            precision = meta.precision
-            scale, in_ch, out_ch = meta.scale, meta.in_channels, meta.out_channels
+            precision = model.precision
+            scale, in_ch, out_ch = model.scale, model.in_channels, model.out_channels
         else:
             self.onnx_path = None
             self._model = model

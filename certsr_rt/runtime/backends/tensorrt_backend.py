@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from certsr_rt._deps import require
 from certsr_rt.errors import BackendError, InputError
+from certsr_rt.export.exported import ExportedModel
 from certsr_rt.export.tensorrt import (
     EngineCache,
     EngineKey,
@@ -31,9 +32,11 @@ from certsr_rt.export.tensorrt import (
     deserialize_engine,
     model_record,
     prepare_engine,
-    read_engine_record,
 )
-from certsr_rt.runtime.backends.base import Backend
+from certsr_rt.runtime.backends.base import Backend, require_described
+
+if TYPE_CHECKING:
+    from certsr_rt.models.descriptor import SRModel
 
 __all__ = ["TENSORRT_ALIGNMENT", "TensorRTBackend", "aligned"]
 
@@ -62,14 +65,15 @@ class TensorRTBackend(Backend):
     """Runs a generator as a TensorRT engine (built on first use and cached).
 
     Args:
-        model: an ``SRModel`` (exported to the ONNX cache, then built), the path of a certsr-rt ``.onnx``
-            export (built), or of a ``.engine`` built by ``certsr-rt export --engine`` (checked against
-            this GPU, TensorRT version and shape range before it is loaded).
+        model: an ``SRModel`` (exported to the ONNX cache, then built), or an ``ExportedModel`` of a
+            certsr-rt ``.onnx`` export (built) or of a ``.engine`` built by ``certsr-rt export --engine``
+            (its build record, read once when it was described, is checked against this GPU, TensorRT
+            version and shape range before the engine is loaded).
         device: a CUDA device.
         precision: ``fp16``, ``fp32`` or ``auto`` (fp16 when the model supports it). Strongly typed
             engines take their precision from the ONNX graph, so this picks the ONNX export.
         profile: shapes the engine must accept (default: batch <= 21, LR tiles up to 256x256; for an
-            ``.engine`` path, the range it was built for).
+            ``.engine``, the range it was built for).
         cache_dir: cache root override (default ``$CERTSR_RT_CACHE`` or ``~/.cache/certsr-rt``).
         trt_module: the ``tensorrt`` module to use (tests pass a fake); default ``import tensorrt``.
 
@@ -82,7 +86,7 @@ class TensorRTBackend(Backend):
 
     def __init__(
         self,
-        model: Any,
+        model: SRModel | ExportedModel,
         device: torch.device | str = "cuda",
         precision: str = "auto",
         *,
@@ -93,39 +97,37 @@ class TensorRTBackend(Backend):
         self.trt = (
             trt_module if trt_module is not None else require("tensorrt", "trt", "the TensorRT backend")
         )
-        from certsr_rt.export.exported import describe_exported
         from certsr_rt.export.onnx import cache_root
 
+        require_described(model)
         device = torch.device(device)
         if device.type != "cuda":
             raise InputError(f"Expected a CUDA device for TensorRT, but got {device}")
         self.engine_path: Path | None = None
         self.onnx_path: Path | None = None
-        self._model = None
-        if isinstance(model, (str, Path)):
-            exported = describe_exported(model)
-            path = exported.path
-            if exported.kind == "engine":
-                self.engine_path = path
-                recorded, _ = read_engine_record(path)
-                if profile is None:  # an engine given by path serves the shapes it was built for
-                    profile = recorded.profile
+        self._model: SRModel | None = None
+        self._described: SRModel | ExportedModel = model
+        # The build record of an engine given as a file, read once when the file was described.
+        self._recorded: EngineKey | None = None
+        if isinstance(model, ExportedModel):
+            if model.kind == "engine":
+                self.engine_path = model.path
+                self._recorded = model.engine_key
+                if profile is None and model.engine_key is not None:
+                    profile = model.engine_key.profile  # an engine file serves the shapes it was built for
             else:
-                self.onnx_path = path
-            if precision not in ("auto", exported.precision):
+                self.onnx_path = model.path
+            if precision not in ("auto", model.precision):
                 raise InputError(
-                    f"{path} is an {exported.precision} build, but precision {precision} was asked"
+                    f"{model.path} is an {model.precision} build, but precision {precision} was asked"
                 )
-            precision = exported.precision
-            scale, in_ch, out_ch = exported.scale, exported.in_channels, exported.out_channels
-            self._described: Any = exported
+            precision = model.precision
         else:
             self._model = model
-            self._described = model
             if precision == "auto":
                 precision = "fp16" if model.supports_half else "fp32"
-            scale, in_ch, out_ch = model.scale, model.in_channels, model.out_channels
-        self.model_name = str(self._described.name)
+        scale, in_ch, out_ch = model.scale, model.in_channels, model.out_channels
+        self.model_name = str(model.name)
         if precision not in ("fp32", "fp16"):
             raise InputError(f"Expected precision fp32, fp16 or auto for TensorRT, but got {precision!r}")
         self.profile = profile if profile is not None else ShapeProfile(channels=in_ch)
@@ -164,9 +166,9 @@ class TensorRTBackend(Backend):
             self._gpu = GpuInfo.of(self.device)
             if self.engine_path is None:
                 self.engine_path, key = self._prepare(self.precision)
+                self._load(key, recorded=key)
             else:
-                key = self._wanted_key(self._gpu)
-            self._load(key)
+                self._load(self._wanted_key(self._gpu), recorded=self._recorded)
             self._stream = torch.cuda.Stream(self.device)
 
     def _prepare(self, precision: str) -> tuple[Path, EngineKey]:
@@ -185,10 +187,10 @@ class TensorRTBackend(Backend):
             model=model_record(self._described),
         )
 
-    def _load(self, key: EngineKey) -> None:
-        """Deserialize :attr:`engine_path` (checked against ``key``) and find its input and output."""
+    def _load(self, key: EngineKey, recorded: EngineKey | None) -> None:
+        """Deserialize :attr:`engine_path` (its ``recorded`` key checked against ``key``), find its I/O."""
         assert self.engine_path is not None
-        self.engine = deserialize_engine(self.trt, self.engine_path, key)
+        self.engine = deserialize_engine(self.trt, self.engine_path, key, recorded)
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise BackendError(f"TensorRT could not create an execution context for {self.engine_path}")
@@ -223,7 +225,7 @@ class TensorRTBackend(Backend):
         self.onnx_path = None
         with torch.cuda.device(self.device):
             self.engine_path, key = self._prepare("fp32")
-            self._load(key)
+            self._load(key, recorded=key)
 
     def _deactivate_impl(self) -> None:
         self.context = None

@@ -8,7 +8,8 @@ import dataclasses
 import torch
 
 from certsr_rt.errors import InputError
-from certsr_rt.runtime.backends.base import Backend
+from certsr_rt.models.descriptor import SRModel
+from certsr_rt.runtime.backends.base import Backend, require_described
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -21,7 +22,7 @@ class TorchBackend(Backend):
     in fp32 from then on, with one warning in the log (:meth:`Backend.infer`).
 
     Args:
-        model: the loaded model (moved to ``device``).
+        model: the loaded model (moved to ``device``); an exported file needs onnxruntime or tensorrt.
         device: ``cpu`` or a CUDA device.
         precision: ``fp32``, ``fp16``, ``bf16`` or ``auto`` (fp16 on CUDA when the model supports it).
         channels_last: use the channels-last memory format on CUDA (faster convolutions on tensor cores).
@@ -30,8 +31,18 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(
-        self, model, device: torch.device | str = "cpu", precision: str = "auto", channels_last: bool = True
+        self,
+        model: SRModel,
+        device: torch.device | str = "cpu",
+        precision: str = "auto",
+        channels_last: bool = True,
     ) -> None:
+        require_described(model)
+        if not isinstance(model, SRModel):
+            raise InputError(
+                f"the torch backend needs a loaded model, not the exported file {model.path}; use "
+                "onnxruntime or tensorrt"
+            )
         device = torch.device(device)
         if precision == "auto":
             precision = "fp16" if device.type == "cuda" and model.supports_half else "fp32"
@@ -42,7 +53,7 @@ class TorchBackend(Backend):
         super().__init__(device=device, scale=model.scale, in_channels=model.in_channels, precision=precision)
         self.model = model
         self.channels_last = channels_last and device.type == "cuda"
-        self._private = None
+        self._private: SRModel | None = None
 
     def _activate_impl(self) -> None:
         self.model.to(self.device)
@@ -53,7 +64,7 @@ class TorchBackend(Backend):
         if self.precision != "fp32" or self.channels_last:
             self._private = self._private_copy(self.precision)
 
-    def _private_copy(self, precision: str):
+    def _private_copy(self, precision: str) -> SRModel:
         module = copy.deepcopy(self.model.module).to(dtype=_DTYPES[precision])
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
