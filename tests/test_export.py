@@ -20,9 +20,9 @@ from helpers import make_model, tiny_rrdbnet, tiny_srvgg  # noqa: E402
 
 from certsr_rt.errors import InputError, MissingDependencyError  # noqa: E402
 from certsr_rt.export import onnx as onnx_export  # noqa: E402
+from certsr_rt.models.arch.rrdbnet import RRDBNet  # noqa: E402
+from certsr_rt.models.arch.srvgg import SRVGGNetCompact  # noqa: E402
 from certsr_rt.models.descriptor import SRModel  # noqa: E402
-from certsr_rt.models.rrdbnet import RRDBNet  # noqa: E402
-from certsr_rt.models.srvgg import SRVGGNetCompact  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -388,16 +388,20 @@ def test_describe_exported_errors_are_one_line_input_errors(tmp_path: Path) -> N
         assert "\n" not in str(info.value)
 
 
-def test_backends_take_exported_paths(rrdb_export, tmp_path: Path) -> None:
+def test_backends_take_described_exports_never_paths(rrdb_export, tmp_path: Path) -> None:
+    from certsr_rt.export import describe_exported
     from certsr_rt.runtime.backends import create_backend
 
     _, report = rrdb_export
     for given in (report.path, str(report.path)):
-        backend = create_backend("onnxruntime", given, "cpu", "auto")
+        backend = create_backend("onnxruntime", describe_exported(given), "cpu", "auto")
         assert (backend.name, backend.scale, backend.precision) == ("onnxruntime", 4, "fp32")
+        for name in ("onnxruntime", "torch", "auto"):
+            with pytest.raises(InputError, match="Expected an SRModel or an ExportedModel, but got the path"):
+                create_backend(name, given, "cpu", "auto")  # type: ignore[arg-type]
     engine = _engine_with_record(tmp_path, {"name": "m", "scale": 4, "in_channels": 3, "out_channels": 3})
     with pytest.raises(InputError, match="is a TensorRT engine; run it with the tensorrt backend"):
-        create_backend("onnxruntime", engine, "cpu", "auto")
+        create_backend("onnxruntime", describe_exported(engine), "cpu", "auto")
 
 
 def _fake_gpu_export(monkeypatch, tmp_path: Path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from certsr_rt.errors import InputError
-from certsr_rt.io import images
+from certsr_rt.io import atomic, images
 from certsr_rt.io.images import (
     IMAGE_EXTENSIONS,
     MAX_OUTPUT_PIXELS,
@@ -178,7 +178,7 @@ def test_interrupt_mid_write_leaves_nothing(
         f.write(data[: len(data) // 2])  # type: ignore[attr-defined]
         raise exc_type(28, "No space left on device") if exc_type is OSError else exc_type()
 
-    monkeypatch.setattr(images, "_write_chunks", half_then_fail)
+    monkeypatch.setattr(atomic, "_write_chunks", half_then_fail)
     expected = KeyboardInterrupt if exc_type is KeyboardInterrupt else InputError
     with pytest.raises(expected):
         write_image(tmp_path / "x.png", _random((H, W, 3), np.uint8))
@@ -192,7 +192,7 @@ def test_failed_overwrite_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest
     def interrupted(f: object, data: bytes) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(images, "_write_chunks", interrupted)
+    monkeypatch.setattr(atomic, "_write_chunks", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_image(target, _random((H, W, 3), np.uint8))
     assert _dir_entries(tmp_path) == ["x.png"]

@@ -133,6 +133,7 @@ def export_command(
     both are checked before the export starts. Progress and results go to stderr.
     """
     from certsr_rt.export.onnx import FP16_VALIDATION_NOTE, cache_root, export_onnx, onnx_cache_path
+    from certsr_rt.io.atomic import atomic_path
     from certsr_rt.io.images import check_writable
 
     # What can be checked about -o without the model's name, before loading it.
@@ -192,10 +193,8 @@ def export_command(
     # cached ONNX file's hash, finds this engine.
     cached = onnx_cache_path(loaded, fp16=fp16, opset=opset)
     if not cached.is_file():
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.tmp")
-        shutil.copyfile(report.path, tmp)
-        tmp.replace(cached)
+        with atomic_path(cached) as tmp:
+            shutil.copyfile(report.path, tmp)
     gpu = GpuInfo.of(torch.device("cuda"))
     _info(f"building TensorRT {trt.__version__} engine for {gpu.describe()} ({profile.describe()}) ...")
     path, key = prepare_engine(

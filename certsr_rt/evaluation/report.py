@@ -9,7 +9,7 @@ Files written into the output folder:
 * with a sweep: ``sigma_sweep.md``, ``sigma_sweep.csv`` and ``sigma_sweep.png`` (LPIPS against sigma, one
   line per condition, one panel per model; the lowest LPIPS of each line is marked).
 
-Every file is written to a temporary name and renamed, so an interrupted run never leaves half a file.
+Every file is written atomically (:mod:`certsr_rt.io.atomic`), so an interrupted run never leaves half a file.
 
 A table too long for one run can be split into several ``evaluate`` runs (by models or by conditions) on the
 same images and settings; :func:`read_report` reads each one's ``results.json`` back and
@@ -23,7 +23,6 @@ import csv
 import io
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from certsr_rt._deps import require
 from certsr_rt.errors import InputError
 from certsr_rt.evaluation.runner import CONDITIONS, PSNR_CAP_DB, EvaluationResult, Measurement, MetricMeans
 from certsr_rt.evaluation.specs import ModelEntry, default_label
+from certsr_rt.io.atomic import write_atomic
 
 __all__ = ["merge_results", "read_report", "render_table", "write_report", "write_sweep"]
 
@@ -50,17 +50,6 @@ def _make_folder(out_dir: str | Path) -> Path:
     except OSError as exc:
         raise InputError(f"cannot create the report folder {out}: {exc.strerror or exc}") from exc
     return out
-
-
-def _atomic_write(path: Path, data: bytes) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def _fmt(value: float, digits: int) -> str:
@@ -207,10 +196,10 @@ def write_report(result: EvaluationResult, out_dir: str | Path) -> list[Path]:
         "per_image": image_json,
     }
     return [
-        _atomic_write(out / "results.md", _markdown(result).encode()),
-        _atomic_write(out / "results.csv", _csv(summary_rows)),
-        _atomic_write(out / "per_image.csv", _csv(image_rows)),
-        _atomic_write(
+        write_atomic(out / "results.md", _markdown(result).encode()),
+        write_atomic(out / "results.csv", _csv(summary_rows)),
+        write_atomic(out / "per_image.csv", _csv(image_rows)),
+        write_atomic(
             out / "results.json", (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode()
         ),
     ]
@@ -437,8 +426,8 @@ def write_sweep(result: EvaluationResult, out_dir: str | Path) -> list[Path]:
     png = out / "sigma_sweep.png"
     _plot_sweep(result, series, png)
     return [
-        _atomic_write(out / "sigma_sweep.md", ("\n".join(lines)).encode()),
-        _atomic_write(out / "sigma_sweep.csv", _csv(rows)),
+        write_atomic(out / "sigma_sweep.md", ("\n".join(lines)).encode()),
+        write_atomic(out / "sigma_sweep.csv", _csv(rows)),
         png,
     ]
 
@@ -470,4 +459,4 @@ def _plot_sweep(result: EvaluationResult, series: dict[str, list[ModelEntry]], p
         ax.legend(fontsize=8)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
-    _atomic_write(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue())

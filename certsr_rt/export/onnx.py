@@ -39,6 +39,7 @@ from torch import nn
 
 from certsr_rt._deps import require
 from certsr_rt.errors import CertSRError, InputError
+from certsr_rt.io.atomic import atomic_path
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -397,9 +398,7 @@ def export_onnx(
         raise InputError(f"model {model.name} does not support half precision; export it without --fp16")
     start = time.perf_counter()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         _torch_export(_cpu_fp32_copy(model.module), tmp, half=fp16, opset=opset, channels=model.in_channels)
         proto = onnx.load(str(tmp))
         external = [t.name for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
@@ -435,9 +434,6 @@ def export_onnx(
                 raise ExportValidationError(
                     f"ONNX export of {model.name} failed validation: {report.summary()}"
                 )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ExportReport(
         path=path,
         metadata=meta,

@@ -26,7 +26,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from types import ModuleType
 from typing import Any
 
 from certsr_rt.errors import BackendError, InputError
+from certsr_rt.io.atomic import write_atomic
 
 __all__ = [
     "ENGINE_FORMAT_VERSION",
@@ -377,15 +377,9 @@ class EngineCache:
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.engine_path(key)
         record = {"key": key.to_json(), "model": model}
-        _atomic_write(path.with_suffix(".json"), json.dumps(record, indent=2, sort_keys=True).encode())
-        _atomic_write(path, engine)
+        write_atomic(path.with_suffix(".json"), json.dumps(record, indent=2, sort_keys=True).encode())
+        write_atomic(path, engine)
         return path
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def build_engine(
@@ -441,11 +435,13 @@ def build_engine(
     log.info("built TensorRT engine in %.1f s", time.perf_counter() - start)
     if timing_cache is not None:
         timing_cache.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+        write_atomic(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
     return bytes(memoryview(serialized))
 
 
-def deserialize_engine(trt: ModuleType, engine_path: str | Path, wanted: EngineKey) -> Any:
+def deserialize_engine(
+    trt: ModuleType, engine_path: str | Path, wanted: EngineKey, recorded: EngineKey | None = None
+) -> Any:
     """Load an engine after checking its build record against ``wanted``.
 
     Args:
@@ -453,6 +449,9 @@ def deserialize_engine(trt: ModuleType, engine_path: str | Path, wanted: EngineK
         engine_path: the ``.engine`` file (its ``.json`` record must be beside it).
         wanted: the GPU, TensorRT version and shape range the caller needs (``onnx_sha256`` is not
             compared when it is empty, for engines given by path).
+        recorded: the key of the engine's build record when the caller has read it already (an
+            :class:`~certsr_rt.export.exported.ExportedModel`'s ``engine_key``, or what
+            :func:`prepare_engine` returned); ``None`` reads the record here.
 
     Returns:
         A ``tensorrt.ICudaEngine``.
@@ -461,7 +460,8 @@ def deserialize_engine(trt: ModuleType, engine_path: str | Path, wanted: EngineK
         BackendError: the record is missing or says the engine was built for another GPU, TensorRT version
             or a smaller shape range (the engine is not deserialized), or TensorRT cannot load it.
     """
-    recorded, _ = read_engine_record(engine_path)
+    if recorded is None:
+        recorded, _ = read_engine_record(engine_path)
     if not wanted.onnx_sha256:
         wanted = dataclasses.replace(wanted, onnx_sha256=recorded.onnx_sha256)
     reasons = recorded.mismatches(wanted)

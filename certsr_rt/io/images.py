@@ -26,10 +26,10 @@ chunk with that keyword; in TIFF the ImageDescription tag (270) and in JPEG a co
 holding ``certsr_rt=<json>``. WebP and BMP outputs carry none. :func:`read_provenance` reads it back (videos:
 :func:`certsr_rt.io.video.read_video_provenance`).
 
-Writes are atomic: the encoded bytes go to a hidden temporary file in the destination folder that is
-renamed over the destination with :func:`os.replace` only once complete; on any failure, including
-``KeyboardInterrupt``, the temporary file is removed, so a destination is either the old file, the new
-file, or absent — never half written.
+Writes are atomic (:mod:`certsr_rt.io.atomic`): the encoded bytes go to a hidden temporary file in the
+destination folder, flushed to disk and renamed over the destination only once complete; on any failure,
+including ``KeyboardInterrupt``, the temporary file is removed, so a destination is either the old file,
+the new file, or absent — never half written.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ import struct
 import threading
 import zlib
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -52,6 +51,7 @@ import cv2
 import numpy as np
 
 from certsr_rt.errors import InputError
+from certsr_rt.io.atomic import write_atomic
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -63,7 +63,6 @@ __all__ = [
     "check_writable",
     "companion_path",
     "is_own_output",
-    "stale_partial_files",
     "describe_image",
     "expand_inputs",
     "output_is_directory",
@@ -106,7 +105,6 @@ _PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the whole IEND chunk: length 0,
 _PNG_GRAY_ALPHA = 4  # IHDR colour type
 _JPEG_SOS = b"\xff\xda"
 _JPEG_EOI = b"\xff\xd9"
-_WRITE_CHUNK = 1 << 20
 
 _quiet_lock = threading.RLock()
 
@@ -291,7 +289,7 @@ def write_image(
     data = _encode(image, ext, p)
     if provenance is not None:
         data = _embed_provenance(data, provenance_text(provenance))
-    _atomic_write(p, data)
+    write_atomic(p, data)
     return p
 
 
@@ -551,39 +549,6 @@ def _encode_png_gray_alpha(image: np.ndarray) -> bytes:
         + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
         + chunk(b"IEND", b"")
     )
-
-
-def _write_chunks(f: BinaryIO, data: bytes) -> None:
-    view = memoryview(data)
-    for start in range(0, len(view), _WRITE_CHUNK):
-        f.write(view[start : start + _WRITE_CHUNK])
-
-
-def _atomic_write(p: Path, data: bytes) -> None:
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot write {p}: cannot create the folder {p.parent} ({exc.strerror})") from exc
-    # Same folder, so os.replace is a rename on one file system; a leading dot keeps it out of listings.
-    tmp = p.parent / f".{p.name}.{secrets.token_hex(4)}.tmp"
-    created = False
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        created = True
-        with os.fdopen(fd, "wb") as f:
-            _write_chunks(f, data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException as exc:
-        if created:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        if isinstance(exc, IsADirectoryError):
-            raise InputError(f"cannot write {p}: is a directory") from exc
-        if isinstance(exc, OSError):
-            raise InputError(f"cannot write {p}: {exc.strerror or exc}") from exc
-        raise
 
 
 # ------------------------------------------------------------------------------------------------- sizes
@@ -875,40 +840,6 @@ def is_own_output(path: str | os.PathLike[str]) -> bool:
     else:
         record = read_provenance(p)
     return record is not None and record.get("tool") == "certsr-rt"
-
-
-def stale_partial_files(target: str | os.PathLike[str], older_than: float) -> list[Path]:
-    """Temporary files of this tool's atomic writes of ``target`` that a hard kill left behind.
-
-    The names are those :func:`write_image` (``.NAME.<hex8>.tmp``) and the video writer
-    (``.STEM.partial-<hex8>EXT``) give their temporary files in ``target``'s folder; only files last
-    modified before ``older_than`` (a :func:`time.time` value: the start of this run) count, so the
-    temporary file of a write in progress is never listed.
-
-    Args:
-        target: an output path.
-        older_than: modification-time cut-off, seconds since the epoch.
-
-    Returns:
-        The stale files, sorted.
-    """
-    out = Path(target)
-    image_tmp = re.compile(rf"\.{re.escape(out.name)}\.[0-9a-f]{{8}}\.tmp")
-    video_tmp = re.compile(rf"\.{re.escape(out.stem)}\.partial-[0-9a-f]{{8}}{re.escape(out.suffix)}")
-    found = []
-    try:
-        candidates = list(out.parent.glob(f".{glob_escape(out.stem)}*"))
-    except OSError:
-        return []
-    for c in candidates:
-        if not (image_tmp.fullmatch(c.name) or video_tmp.fullmatch(c.name)):
-            continue
-        try:
-            if c.is_file() and not c.is_symlink() and c.stat().st_mtime < older_than:
-                found.append(c)
-        except OSError:
-            continue
-    return sorted(found)
 
 
 # ------------------------------------------------------------------------------------------------ stderr

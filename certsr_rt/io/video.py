@@ -25,11 +25,12 @@ container's usual codec (AAC for mp4/mov/mkv, Opus for webm, MP3 for avi) and :a
 says so. Subtitle and data streams are not carried over.
 
 **Interruption policy: nothing.** The writer encodes into a hidden temporary file next to the destination
-(``.<name>.partial-<random><ext>``) and renames it over the destination with :func:`os.replace` only after
-the container has been closed cleanly. On any exception, including ``KeyboardInterrupt`` (Ctrl-C),
-:meth:`VideoWriter.abort` closes and deletes the temporary file: the destination is then either the file
-that was there before, or absent, never a truncated video. :attr:`VideoWriter.frames_written` tells the
-caller how far it got. (Only a hard kill, e.g. ``SIGKILL``, can leave the hidden ``.partial`` file behind.)
+(``.<name>.<random>.tmp``, see :mod:`certsr_rt.io.atomic`), flushed to disk and renamed over the destination
+only after the container has been closed cleanly. On any exception, including ``KeyboardInterrupt``
+(Ctrl-C), :meth:`VideoWriter.abort` closes and deletes the temporary file: the destination is then either
+the file that was there before, or absent, never a truncated video. :attr:`VideoWriter.frames_written`
+tells the caller how far it got. (Only a hard kill, e.g. ``SIGKILL``, can leave the hidden temporary file
+behind.)
 
 **Provenance.** ``VideoWriter(provenance=...)`` stores the record under the container metadata key
 ``certsr_rt`` (the same JSON as the image outputs, see :mod:`certsr_rt.io.images`): a global tag in mkv
@@ -44,7 +45,6 @@ Every failure to open, decode or encode is an :class:`~certsr_rt.errors.InputErr
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -56,6 +56,7 @@ import numpy as np
 
 from certsr_rt._deps import require
 from certsr_rt.errors import InputError
+from certsr_rt.io.atomic import AtomicFile
 
 __all__ = [
     "SUPPORTED_VIDEO_EXTENSIONS",
@@ -87,8 +88,22 @@ _AUDIO_FALLBACK = {".mp4": "aac", ".mkv": "aac", ".mov": "aac", ".avi": "libmp3l
 # several pairs whose header write later fails (e.g. PCM in mp4), so the copy list is explicit.
 _AUDIO_COPYABLE: dict[str, frozenset[str] | None] = {
     ".mp4": frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus"}),
-    ".mov": frozenset({"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s16be", "pcm_s24le",
-                       "pcm_s24be", "pcm_f32le", "pcm_f32be", "pcm_u8"}),
+    ".mov": frozenset(
+        {
+            "aac",
+            "mp3",
+            "alac",
+            "ac3",
+            "eac3",
+            "pcm_s16le",
+            "pcm_s16be",
+            "pcm_s24le",
+            "pcm_s24be",
+            "pcm_f32le",
+            "pcm_f32be",
+            "pcm_u8",
+        }
+    ),
     ".mkv": None,  # Matroska holds any codec ffmpeg can read.
     ".webm": frozenset({"opus", "vorbis"}),
     ".avi": frozenset({"mp3", "ac3", "pcm_s16le", "pcm_u8"}),
@@ -379,10 +394,6 @@ def _extension(path: Path) -> str:
     return ext
 
 
-def _temporary_path(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.partial-{secrets.token_hex(4)}{path.suffix}")
-
-
 class VideoWriter:
     """Encode RGB uint8 frames into a video file, atomically, optionally with the audio of a source file.
 
@@ -429,8 +440,9 @@ class VideoWriter:
         self.path = Path(path)
         ext = _extension(self.path)
         if width <= 0 or height <= 0 or width % 2 or height % 2:
-            raise InputError(f"cannot write {self.path}: expected a positive even width and height, got "
-                             f"{width}x{height}")
+            raise InputError(
+                f"cannot write {self.path}: expected a positive even width and height, got {width}x{height}"
+            )
         fps = Fraction(fps).limit_denominator(1_000_000) if not isinstance(fps, Fraction) else fps
         if fps <= 0:
             raise InputError(f"cannot write {self.path}: expected a positive frame rate, got {fps}")
@@ -441,13 +453,9 @@ class VideoWriter:
         self.audio = "none"
         """What happened to the audio: ``"none"``, ``"copied (aac)"`` or ``"re-encoded (opus -> aac)"``."""
 
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(
-                f"cannot write {self.path}: cannot create the folder {self.path.parent} ({exc.strerror})"
-            ) from None
-        self.temporary_path = _temporary_path(self.path)
+        self._file = AtomicFile(self.path)
+        self.temporary_path = self._file.temporary
+        """The hidden file being encoded; it becomes :attr:`path` on :meth:`close`."""
         self._audio_in: Any = None
         self._closed = False
         try:
@@ -478,8 +486,9 @@ class VideoWriter:
         except BaseException as exc:
             self.abort()
             if isinstance(exc, (av.FFmpegError, ValueError)):
-                raise InputError(f"cannot write {self.path} with video codec {self.codec}: "
-                                 f"{_ffmpeg_reason(exc)}") from None
+                raise InputError(
+                    f"cannot write {self.path} with video codec {self.codec}: {_ffmpeg_reason(exc)}"
+                ) from None
             raise
 
     # ------------------------------------------------------------------ setup
@@ -487,8 +496,10 @@ class VideoWriter:
         try:
             stream = self._container.add_stream(self.codec, rate=self.fps)
         except (av.codec.codec.UnknownCodecError, ValueError) as exc:
-            raise InputError(f"cannot write {self.path}: expected a video encoder this container accepts, "
-                             f"got {self.codec!r} ({exc})") from None
+            raise InputError(
+                f"cannot write {self.path}: expected a video encoder this container accepts, "
+                f"got {self.codec!r} ({exc})"
+            ) from None
         stream.width = self.width
         stream.height = self.height
         stream.pix_fmt = "yuv420p"
@@ -504,8 +515,13 @@ class VideoWriter:
             stream.options = {"crf": str(18 if crf is None else crf), "preset": "medium"}
         elif self.codec in ("libvpx-vp9", "libvpx"):
             cc.bit_rate = 0  # constant quality
-            stream.options = {"crf": str(32 if crf is None else crf), "b": "0", "deadline": "good",
-                              "cpu-used": "4", "row-mt": "1"}
+            stream.options = {
+                "crf": str(32 if crf is None else crf),
+                "b": "0",
+                "deadline": "good",
+                "cpu-used": "4",
+                "row-mt": "1",
+            }
         else:
             # MPEG-4 Part 2 and others: ~0.2 bit per pixel keeps upscaled detail without huge files.
             bits = self.width * self.height * float(self.fps) * 0.2
@@ -578,8 +594,10 @@ class VideoWriter:
         try:
             self._container.mux(self._video.encode(frame))
         except av.FFmpegError as exc:
-            raise InputError(f"cannot write {self.path}: encoding frame {self.frames_written} failed, "
-                             f"ffmpeg says: {_ffmpeg_reason(exc)}") from None
+            raise InputError(
+                f"cannot write {self.path}: encoding frame {self.frames_written} failed, "
+                f"ffmpeg says: {_ffmpeg_reason(exc)}"
+            ) from None
         self.frames_written += 1
         if self._audio_in is not None:
             self._mux_audio_until(self.frames_written / self.fps + _AUDIO_LEAD)
@@ -642,12 +660,13 @@ class VideoWriter:
             self._container.close()
             self._closed = True
             self._close_audio_source()
-            os.replace(self.temporary_path, self.path)
+            self._file.commit()
         except BaseException as exc:
             self.abort()
             if isinstance(exc, (av.FFmpegError, OSError)):
-                raise InputError(f"cannot write {self.path}: finishing the file failed: "
-                                 f"{_ffmpeg_reason(exc)}") from None
+                raise InputError(
+                    f"cannot write {self.path}: finishing the file failed: {_ffmpeg_reason(exc)}"
+                ) from None
             raise
 
     def abort(self) -> None:
@@ -667,10 +686,7 @@ class VideoWriter:
             self._audio_in = None
 
     def _remove_temporary(self) -> None:
-        try:
-            self.temporary_path.unlink()
-        except FileNotFoundError:
-            pass
+        self._file.discard()
 
     def __enter__(self) -> VideoWriter:
         return self
