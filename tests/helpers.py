@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
+from certsr_rt.models.arch.rrdbnet import RRDBNet
+from certsr_rt.models.arch.srvgg import SRVGGNetCompact
 from certsr_rt.models.descriptor import SRModel
-from certsr_rt.models.rrdbnet import RRDBNet
-from certsr_rt.models.srvgg import SRVGGNetCompact
 
 
 def make_model(
@@ -88,7 +88,7 @@ def signal_after_first_line(
 
 def attack_rrdbnet() -> torch.nn.Module:
     """A bare tiny RRDBNet (1 block, nf 8) in eval mode, fixed weights: the attack tests' victim."""
-    from certsr_rt.models.rrdbnet import RRDBNet
+    from certsr_rt.models.arch.rrdbnet import RRDBNet
 
     torch.manual_seed(0)
     return RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).eval()
@@ -96,7 +96,7 @@ def attack_rrdbnet() -> torch.nn.Module:
 
 def attack_srvgg() -> torch.nn.Module:
     """A bare tiny compact net whose output follows its input closely (nearest-upsampled input + body)."""
-    from certsr_rt.models.srvgg import SRVGGNetCompact
+    from certsr_rt.models.arch.srvgg import SRVGGNetCompact
 
     torch.manual_seed(0)
     return SRVGGNetCompact(num_feat=8, num_conv=2).eval()
@@ -110,3 +110,27 @@ def attack_batch(n: int = 2, size: int = 16, seed: int = 0) -> tuple[torch.Tenso
     x[:, :, -2:] = 1.0
     hr = torch.rand(n, 3, 4 * size, 4 * size, generator=gen)
     return x, hr
+
+
+def write_tiny_vgg16(path: Any) -> Any:
+    """A VGG16 ``features`` file: random first-block weights, zeros elsewhere (the training tests' VGG).
+
+    The perceptual loss insists on the full VGG16 layout; the training tests only use ``conv1_2`` (the deeper
+    layers are loaded but never run), so the zeros cost nothing but disk.
+    """
+    from certsr_rt.losses import VGG_CONFIGS
+
+    g = torch.Generator().manual_seed(0)
+    sd: dict[str, torch.Tensor] = {}
+    idx, in_ch = 0, 3
+    for convs, out_ch in zip(VGG_CONFIGS["vgg16"], (64, 128, 256, 512, 512), strict=True):
+        for _ in range(convs):
+            shape = (out_ch, in_ch, 3, 3)
+            sd[f"features.{idx}.weight"] = (
+                (torch.randn(shape, generator=g) * 0.2) if idx < 4 else torch.zeros(shape)
+            )
+            sd[f"features.{idx}.bias"] = torch.zeros(out_ch)
+            idx, in_ch = idx + 2, out_ch
+        idx += 1  # the max-pool
+    torch.save(sd, path)
+    return path

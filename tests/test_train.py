@@ -2,53 +2,48 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import typer
+from helpers import write_tiny_vgg16
 from typer.testing import CliRunner
 
 from certsr_rt.errors import InputError
 from certsr_rt.io.pairs import downscale_bicubic
-from certsr_rt.losses import VGG_CONFIGS
 from certsr_rt.models import load_model
 from certsr_rt.smoothing.aggregate import median
 from certsr_rt.train import MODES, TrainConfig, Trainer, find_latest_state
-from certsr_rt.train.checkpoint import atomic_save, load_state_file
+from certsr_rt.train.checkpoint import atomic_save, load_state_file, trim_log
+from certsr_rt.train.control import LOG_KEYS, LOSS_LOG, LossLog, StopControl
 from certsr_rt.train.data import CropStream, StreamBatchSampler, read_image
+from certsr_rt.train.distributed import DistInfo
+from certsr_rt.train.steps import (
+    GAN,
+    LossWeights,
+    MRSGroups,
+    StepParts,
+    adversarial_step,
+    attack_generator,
+    discriminator_update,
+    mrs_predictions,
+    mrs_step,
+    update,
+)
 
 # --- fixtures --------------------------------------------------------------------------------------------
-
-
-def write_tiny_vgg16(path: Path) -> Path:
-    """A VGG16 ``features`` state dict with random first-block weights and zeros elsewhere.
-
-    The perceptual loss insists on the full VGG16 layout; the tests only use ``conv1_2`` (the deeper layers
-    are loaded but never run), so the zeros cost nothing but disk.
-    """
-    g = torch.Generator().manual_seed(0)
-    sd: dict[str, torch.Tensor] = {}
-    idx, in_ch = 0, 3
-    for convs, out_ch in zip(VGG_CONFIGS["vgg16"], (64, 128, 256, 512, 512), strict=True):
-        for _ in range(convs):
-            shape = (out_ch, in_ch, 3, 3)
-            sd[f"features.{idx}.weight"] = (
-                (torch.randn(shape, generator=g) * 0.2) if idx < 4 else torch.zeros(shape)
-            )
-            sd[f"features.{idx}.bias"] = torch.zeros(out_ch)
-            idx, in_ch = idx + 2, out_ch
-        idx += 1  # the max-pool
-    torch.save(sd, path)
-    return path
 
 
 def write_images(folder: Path, sizes: list[tuple[int, int]], seed: int = 0) -> Path:
@@ -339,7 +334,9 @@ def test_mrs_groups_are_medians_of_noisy_copies(vgg_file: Path, hr_small: Path, 
     trainer = Trainer(tiny_config(vgg_file, hr_small, tmp_path, mrs_draws=3), log=quiet)
     lr, _ = trainer.batch(0)
     state = trainer.noise_generator.get_state()
-    preds = trainer._mrs_predictions(lr)
+    preds = mrs_predictions(
+        trainer.net_g, lr, trainer.mrs_groups, trainer.noise_generator, global_batch=lr.shape[0]
+    )
     assert len(preds) == 3  # sigma 0.03, sigma 0.2, clean
     gen = torch.Generator().manual_seed(0)
     gen.set_state(state)
@@ -378,7 +375,13 @@ def test_cpu_bf16_autocast_is_opt_in_and_trains(vgg_file: Path, hr_single: Path,
     with pytest.raises(InputError, match="fp16' is for CUDA"):
         Trainer(tiny_config(vgg_file, hr_single, tmp_path / "fp16", amp="fp16"), log=quiet)
     cfg = tiny_config(
-        vgg_file, hr_single, tmp_path / "bf16", amp="bf16", augment=False, iterations=8, lr=3e-3,
+        vgg_file,
+        hr_single,
+        tmp_path / "bf16",
+        amp="bf16",
+        augment=False,
+        iterations=8,
+        lr=3e-3,
         pixel_weight=1.0,
     )
     trainer = Trainer(cfg, log=quiet)
@@ -437,6 +440,187 @@ def test_learning_rate_milestones(vgg_file: Path, hr_small: Path, tmp_path: Path
     assert [trainer.lr_factor(i) for i in range(5)] == [1.0, 1.0, 0.5, 0.25, 0.25]
     trainer.run()
     assert [r["lr"] for r in read_log(tmp_path)] == [1e-4, 1e-4, 5e-5, 2.5e-5]
+
+
+# --- the step functions, without a Trainer ---------------------------------------------------------------
+
+
+def tiny_parts(vgg: Path, *, gan: bool = False, lr: float = 1e-2) -> StepParts:
+    """The step's modules built by hand around the tiny compact model (fp32, one process)."""
+    from certsr_rt.losses import PerceptualLoss, RelativisticAverageGANLoss
+    from certsr_rt.models.discriminator import VGGStyleDiscriminator
+
+    net = load_model("tiny-srvgg", device="cpu").module.float().train().requires_grad_(True)
+    gan_part = None
+    if gan:
+        torch.manual_seed(0)
+        net_d = VGGStyleDiscriminator(3, 4, 128).train()
+        opt_d = torch.optim.Adam(net_d.parameters(), lr=lr)
+        gan_part = GAN(net_d, opt_d, RelativisticAverageGANLoss(0.5), 128, 128)
+    return StepParts(
+        generator=net,
+        module=net,
+        ema=copy.deepcopy(net).eval().requires_grad_(False),
+        optimizer=torch.optim.Adam(net.parameters(), lr=lr),
+        scaler=torch.amp.GradScaler("cuda", enabled=False),
+        weights=LossWeights(pixel=1.0, perceptual=0.5),
+        perceptual=PerceptualLoss(vgg, ("conv1_2",)),
+        gan=gan_part,
+        noise_generator=torch.Generator().manual_seed(7),
+        amp_dtype=None,
+        device=torch.device("cpu"),
+        dist=DistInfo(),
+        ema_decay=0.5,
+    )
+
+
+def _generator_loss(parts: StepParts, preds: list[torch.Tensor], hr: torch.Tensor) -> torch.Tensor:
+    """The generator loss written out by hand (no GAN): group losses averaged."""
+    assert parts.perceptual is not None
+    w = parts.weights
+    per_group = [w.pixel * F.l1_loss(p, hr) + w.perceptual * parts.perceptual(p, hr) for p in preds]
+    return torch.stack(per_group).mean()
+
+
+def _assert_optimised(parts: StepParts, before: torch.nn.Module, loss: torch.Tensor, logs: dict) -> None:
+    """The step returned ``loss``, left its gradient, and Adam's first step moved every weight against it."""
+    assert logs["l_g"] == pytest.approx(loss.item(), rel=1e-5)
+    grads = torch.autograd.grad(loss, list(before.parameters()))
+    lr = parts.optimizer.param_groups[0]["lr"]
+    for g, p, p0 in zip(grads, parts.module.parameters(), before.parameters(), strict=True):
+        assert p.grad is not None
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-8)
+        big = g.abs() > 1e-5  # Adam's first update is lr * g / (|g| + eps): about -lr * sign(g)
+        assert big.any()
+        torch.testing.assert_close((p - p0).detach()[big], -lr * g.sign()[big], rtol=0.02, atol=lr * 0.02)
+
+
+def test_mrs_step_optimises_the_loss_it_returns(vgg_file: Path) -> None:
+    parts = tiny_parts(vgg_file)
+    before = copy.deepcopy(parts.module)
+    lr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    groups = MRSGroups(sigmas=(0.05, 0.2), draws=3, clean=True)
+    noise_state = parts.noise_generator.get_state()
+    logs = mrs_step(parts, lr, hr, 0, groups, global_batch=2)
+    assert set(logs) == set(LOG_KEYS) and logs["l_gan"] == 0.0 and logs["l_d"] == 0.0
+    # the same noise through the weights before the step
+    rng = torch.Generator()
+    rng.set_state(noise_state)
+    preds = mrs_predictions(before, lr, groups, rng, global_batch=2)
+    assert len(preds) == 3
+    _assert_optimised(parts, before, _generator_loss(parts, preds, hr), logs)
+    # and the EMA moved half way (decay 0.5)
+    for e, p, p0 in zip(parts.ema.parameters(), parts.module.parameters(), before.parameters(), strict=True):
+        torch.testing.assert_close(e, 0.5 * p0 + 0.5 * p.detach())
+
+
+def test_adversarial_step_trains_on_the_attacked_crops(vgg_file: Path) -> None:
+    from certsr_rt.attacks import attack_preset, run_attack
+    from certsr_rt.losses import SRLoss
+
+    parts = tiny_parts(vgg_file)
+    before = copy.deepcopy(parts.module)
+    lr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    attack, attack_loss = attack_preset("pgd", "train"), SRLoss(parts.perceptual)
+    logs = adversarial_step(parts, lr, hr, 3, attack, attack_loss, seed=11)
+    x_adv = run_attack(attack, before, lr, hr, attack_loss, generator=attack_generator(11, 3, 0))
+    assert not torch.equal(x_adv, lr)
+    _assert_optimised(parts, before, _generator_loss(parts, [before(x_adv)], hr), logs)
+
+
+def test_gan_update_is_the_relativistic_loss_on_every_group(vgg_file: Path) -> None:
+    parts = tiny_parts(vgg_file, gan=True)
+    assert parts.gan is not None
+    d_before = copy.deepcopy(parts.gan.net)
+    hr = torch.rand(1, 3, 128, 128)
+    preds = [torch.rand(1, 3, 128, 128), torch.rand(1, 3, 128, 128)]
+    l_d = discriminator_update(parts, hr, preds, (0, 0))
+    real = d_before(hr)
+    want = sum(parts.gan.loss.discriminator_loss(real, d_before(p)) for p in preds) / 2
+    assert l_d == pytest.approx(want.item(), rel=1e-5)
+    grads = torch.autograd.grad(want, list(d_before.parameters()), allow_unused=True)
+    moved = 0
+    for g, q, q0 in zip(grads, parts.gan.net.parameters(), d_before.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, g if g is not None else torch.zeros_like(q), rtol=1e-4, atol=1e-7)
+        moved += int(not torch.equal(q, q0))
+    assert moved > len(grads) // 2  # the optimiser stepped (biases before a BatchNorm get no gradient)
+    # the full update with a GAN: the generator's loss has the GAN term, the discriminator is updated
+    logs = update(parts, lambda: [parts.generator(torch.rand(1, 3, 32, 32))], hr, 0)
+    assert logs["l_gan"] > 0 and logs["l_d"] > 0
+    assert logs["l_g"] == pytest.approx(logs["l_pix"] + logs["l_percep"] + logs["l_gan"], rel=1e-6)
+
+
+# --- run control -----------------------------------------------------------------------------------------
+
+
+def test_signals_ask_for_a_stop_then_a_second_ctrl_c_aborts() -> None:
+    messages: list[str] = []
+    control = StopControl(None, messages.append)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with control.signals():
+        assert not control.halt(time.monotonic(), DistInfo(), torch.device("cpu"))
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)  # the handler runs between bytecodes of the main thread
+        assert control.stop_signal == signal.SIGTERM and control.reason == "signal"
+        assert control.halt(time.monotonic(), DistInfo(), torch.device("cpu"))
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+    assert messages == ["terminated (SIGTERM): stopping after this iteration with a checkpoint"]
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_time_limit_counts_from_the_start() -> None:
+    control = StopControl(0.5, lambda _: None)
+    cpu = torch.device("cpu")
+    assert not control.halt(control.started + 29, DistInfo(), cpu)
+    assert control.halt(control.started + 31, DistInfo(), cpu) and control.reason == "time limit"
+
+
+def test_loss_log_averages_its_window_and_survives_a_checkpoint(tmp_path: Path) -> None:
+    log = LossLog(tmp_path / LOSS_LOG, 2, DistInfo(), torch.device("cpu"))
+    for v in (1.0, 3.0):
+        log.add(dict.fromkeys(LOG_KEYS, v))
+    assert log.due(2) and not log.due(3)
+    log.write(2, 1e-4, 12.34567)
+    log.add(dict.fromkeys(LOG_KEYS, 5.0))
+    saved = log.state()
+    again = LossLog(tmp_path / LOSS_LOG, 2, DistInfo(), torch.device("cpu"))
+    again.load(saved)
+    again.add(dict.fromkeys(LOG_KEYS, 7.0))
+    again.write(4, 5e-5, 20.0)
+    rows = read_log(tmp_path)
+    assert rows[0] == {"iteration": 2, "lr": 1e-4, **dict.fromkeys(LOG_KEYS, 2.0), "elapsed_s": 12.346}
+    assert rows[1]["iteration"] == 4 and rows[1]["l_g"] == 6.0 and len(rows) == 2
+    assert again.count == 0
+
+
+def test_trim_log_drops_lines_past_the_resume_point(tmp_path: Path) -> None:
+    log = tmp_path / LOSS_LOG
+    log.write_text('{"iteration": 1}\n{"iteration": 2}\nnot json\n{"no": 1}\n{"iteration": 3}\n')
+    trim_log(log, 2)
+    assert log.read_text() == '{"iteration": 1}\n{"iteration": 2}\n'
+    trim_log(tmp_path / "missing.jsonl", 2)  # nothing to trim
+    assert not (tmp_path / "missing.jsonl").exists()
+
+
+def test_progress_callback_sees_the_start_then_every_iteration(
+    vgg_file: Path, hr_small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[tuple[int, int, dict[str, float]]] = []
+    cfg = tiny_config(vgg_file, hr_small, tmp_path, iterations=3, progress=True)
+
+    def record(done: int, total: int, losses: Mapping[str, float]) -> None:
+        calls.append((done, total, dict(losses)))
+
+    Trainer(cfg, log=quiet).run(stop_after=2, progress=record)
+    assert [(d, t) for d, t, _ in calls] == [(0, 3), (1, 3), (2, 3)]
+    assert calls[0][2] == {} and set(calls[1][2]) == set(LOG_KEYS)
+    # progress off: the callback is not called; the default display writes nothing either
+    calls.clear()
+    Trainer(cfg.replace(progress=False, resume="auto"), log=quiet).run(progress=lambda *a: calls.append(a))
+    assert calls == [] and capsys.readouterr().err == ""
+    # the train command's display of these calls: tests/test_progress.py
 
 
 # --- checkpoints and resume ------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from helpers import write_tiny_vgg16
 
-from certsr_rt.losses import VGG_CONFIGS
 from certsr_rt.train import TrainConfig, Trainer
 
 # Runs on each of the two ranks: the gradient of the first step on its half of the global batch (DDP
@@ -41,23 +41,6 @@ _WORKER = textwrap.dedent(
     trainer.close()
     """
 )
-
-
-def _tiny_vgg16(path: Path) -> Path:
-    g = torch.Generator().manual_seed(0)
-    sd: dict[str, torch.Tensor] = {}
-    idx, in_ch = 0, 3
-    for convs, out_ch in zip(VGG_CONFIGS["vgg16"], (64, 128, 256, 512, 512), strict=True):
-        for _ in range(convs):
-            shape = (out_ch, in_ch, 3, 3)
-            sd[f"features.{idx}.weight"] = (
-                (torch.randn(shape, generator=g) * 0.2) if idx < 4 else torch.zeros(shape)
-            )
-            sd[f"features.{idx}.bias"] = torch.zeros(out_ch)
-            idx, in_ch = idx + 2, out_ch
-        idx += 1
-    torch.save(sd, path)
-    return path
 
 
 def _images(folder: Path) -> Path:
@@ -90,7 +73,7 @@ def _values(tmp_path: Path, mode: str, hr: Path, vgg: Path, out: str) -> dict[st
 
 
 def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
-    hr, vgg = _images(tmp_path / "hr"), _tiny_vgg16(tmp_path / "vgg.pth")
+    hr, vgg = _images(tmp_path / "hr"), write_tiny_vgg16(tmp_path / "vgg.pth")
     modes = ("mrs", "ad-fgsm")  # one torchrun launch for both: process start-up is most of the cost
     runs = {mode: _values(tmp_path, mode, hr, vgg, f"ddp_{mode}") for mode in modes}
     out = tmp_path / "out"

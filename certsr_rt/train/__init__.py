@@ -13,7 +13,8 @@ See ``docs/training.md``.
 
 from certsr_rt.train.checkpoint import find_latest_state
 from certsr_rt.train.config import ADVERSARIAL_MODES, MODES, TrainConfig
-from certsr_rt.train.trainer import LOG_KEYS, Trainer, TrainResult, train
+from certsr_rt.train.control import LOG_KEYS
+from certsr_rt.train.trainer import Trainer, TrainResult, train
 
 __all__ = [
     "ADVERSARIAL_MODES",

@@ -9,28 +9,36 @@ Each checkpoint is a pair in ``<output_dir>/checkpoints/``:
   noise-generator state, iteration, the config). It names its generator file.
 
 Both hold plain Python types and tensors only, so ``torch.load(weights_only=True)`` reads them. Each file is
-written to a temporary name in the same folder, flushed to disk and renamed over the target
-(``os.replace`` is atomic on POSIX and Windows), so a kill leaves either the old file or the new one. The
+written atomically (:mod:`certsr_rt.io.atomic`: a temporary name in the same folder, flushed to disk and
+renamed over the target), so a kill leaves either the old file or the new one. The
 state file is written last: its presence means the pair is complete. ``net_g_latest.pth`` in the output
 folder always points at the newest generator (a hard link where the file system allows, else a copy).
+
+A resume (:func:`resume_path`, :func:`read_resume`) refuses a checkpoint whose run had other settings that
+define the trajectory (:data:`TRAJECTORY_KEYS`) or another architecture, and :func:`trim_log` drops the loss
+log's lines past the resume point.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from certsr_rt.errors import InputError
+from certsr_rt.io.atomic import AtomicFile
 
 __all__ = [
     "STATE_FORMAT",
+    "TRAJECTORY_KEYS",
+    "Resume",
     "atomic_save",
     "checkpoint_paths",
     "find_latest_state",
@@ -38,6 +46,11 @@ __all__ = [
     "load_state_file",
     "prune_checkpoints",
     "publish_latest",
+    "read_resume",
+    "resume_path",
+    "save_checkpoint",
+    "training_state",
+    "trim_log",
 ]
 
 STATE_FORMAT = "certsr-train-state/1"
@@ -45,9 +58,38 @@ STATE_FORMAT = "certsr-train-state/1"
 
 _STATE_RE = re.compile(r"^state_(\d+)\.pth$")
 
+TRAJECTORY_KEYS = (
+    "mode",
+    "hr_crop",
+    "augment",
+    "quantize_lr",
+    "batch_size",
+    "lr",
+    "betas",
+    "lr_milestones",
+    "lr_gamma",
+    "ema_decay",
+    "pixel_weight",
+    "perceptual_weight",
+    "perceptual_layers",
+    "gan_weight",
+    "disc_lr",
+    "disc_num_feat",
+    "mrs_sigmas",
+    "mrs_draws",
+    "mrs_clean",
+    "attack_eps",
+    "attack_steps",
+    "attack_step_size",
+    "attack_c",
+    "attack_lr",
+    "seed",
+)
+"""Settings that define the optimisation trajectory: a resume must not change them."""
+
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+    """``torch.save`` to ``path`` atomically (:mod:`certsr_rt.io.atomic`).
 
     Args:
         obj: what to save.
@@ -56,19 +98,9 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     Returns:
         The destination path.
     """
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
+    with AtomicFile(path) as f, open(f.temporary, "wb") as fh:
+        torch.save(obj, fh)
+    return f.target
 
 
 def _cpu_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -128,15 +160,13 @@ def checkpoint_paths(output_dir: str | Path, iteration: int) -> tuple[Path, Path
 
 def publish_latest(generator_file: Path, output_dir: str | Path) -> Path:
     """Atomically point ``<output_dir>/net_g_latest.pth`` at ``generator_file`` (hard link, else copy)."""
-    dest = Path(output_dir) / "net_g_latest.pth"
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(generator_file, tmp)
-    except OSError:
-        shutil.copyfile(generator_file, tmp)
-    os.replace(tmp, dest)
-    return dest
+    with AtomicFile(Path(output_dir) / "net_g_latest.pth") as f:
+        f.temporary.unlink()  # a hard link needs a free name
+        try:
+            os.link(generator_file, f.temporary)
+        except OSError:
+            shutil.copyfile(generator_file, f.temporary)
+    return f.target
 
 
 def _state_files(output_dir: str | Path) -> list[tuple[int, Path]]:
@@ -197,3 +227,162 @@ def load_state_file(path: str | Path) -> dict[str, Any]:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise InputError(f"resume: {p} is not a training-state file of format {STATE_FORMAT!r}, got {got!r}")
     return state
+
+
+def training_state(
+    *,
+    iteration: int,
+    config: Mapping[str, Any],
+    world_size: int,
+    elapsed_s: float,
+    optimizer_g: torch.optim.Optimizer,
+    optimizer_d: torch.optim.Optimizer | None,
+    net_d: torch.nn.Module | None,
+    scaler: torch.amp.GradScaler,
+    noise_generator: torch.Generator,
+    log_window: Mapping[str, Any],
+    output_dir: str | Path,
+) -> dict[str, Any]:
+    """The training-state file's dict (everything but the generator weights), plain types and tensors only.
+
+    Args:
+        iteration: updates done.
+        config: the run's settings (``TrainConfig.to_dict()``).
+        world_size: the number of processes.
+        elapsed_s: training wall time so far, over all resumes.
+        optimizer_g: the generator's optimiser.
+        optimizer_d: the discriminator's, or ``None``.
+        net_d: the discriminator, or ``None``.
+        scaler: the loss scaler (saved only when enabled).
+        noise_generator: the MRS-noise generator.
+        log_window: the loss log's partial window.
+        output_dir: the run's folder (names the generator file).
+    """
+    return {
+        "format": STATE_FORMAT,
+        "iteration": iteration,
+        "generator_file": checkpoint_paths(output_dir, iteration)[0].name,
+        "config": dict(config),
+        "world_size": world_size,
+        "elapsed_s": float(elapsed_s),
+        "optimizer_g": optimizer_g.state_dict(),
+        "optimizer_d": optimizer_d.state_dict() if optimizer_d is not None else None,
+        "net_d": {k: v.detach().cpu().clone() for k, v in net_d.state_dict().items()}
+        if net_d is not None
+        else None,
+        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+        "noise_rng": noise_generator.get_state(),
+        "data": {"seed": config["seed"], "next_sample": iteration * config["batch_size"]},
+        "log_window": dict(log_window),
+    }
+
+
+def save_checkpoint(
+    output_dir: str | Path, iteration: int, generator: Any, state: Any, *, keep: int
+) -> tuple[Path, Path]:
+    """Write the generator file, then the state file; update ``net_g_latest.pth``; prune old pairs.
+
+    Args:
+        output_dir: the run's folder.
+        iteration: updates done (names the files).
+        generator: the generator file's dict (:func:`generator_payload`).
+        state: the state file's dict (:func:`training_state`).
+        keep: how many pairs to keep (0: all).
+
+    Returns:
+        ``(generator file, state file)``.
+    """
+    gen_file, state_file = checkpoint_paths(output_dir, iteration)
+    atomic_save(generator, gen_file)
+    atomic_save(state, state_file)
+    publish_latest(gen_file, output_dir)
+    prune_checkpoints(output_dir, keep)
+    return gen_file, state_file
+
+
+def resume_path(resume: str | None, output_dir: str | Path) -> Path | None:
+    """The state file a run resumes from, or ``None`` for a fresh start.
+
+    ``None`` without ``resume`` or, for ``"auto"``, without a checkpoint in ``output_dir``; else the newest
+    checkpoint's state file or the given path.
+    """
+    if resume is None:
+        return None
+    if resume == "auto":
+        return find_latest_state(output_dir)
+    return Path(resume)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """A checked checkpoint to continue from.
+
+    Attributes:
+        state_file: the training-state file.
+        state: its dict (:func:`training_state`).
+        generator_file: the generator file beside it.
+        params: the generator's weights.
+        params_ema: the EMA generator's weights.
+    """
+
+    state_file: Path
+    state: dict[str, Any]
+    generator_file: Path
+    params: dict[str, torch.Tensor]
+    params_ema: dict[str, torch.Tensor]
+
+
+def read_resume(
+    path: str | Path, *, config: Mapping[str, Any], architecture: str, hyperparameters: Mapping[str, Any]
+) -> Resume:
+    """Read a checkpoint pair and check that it continues the run ``config`` describes.
+
+    Args:
+        path: the training-state file.
+        config: this run's settings (``TrainConfig.to_dict()``).
+        architecture: the architecture of the model this run starts from.
+        hyperparameters: its hyper-parameters.
+
+    Raises:
+        InputError: not a training-state file, made with settings that define another trajectory, its
+            generator file is missing, or the architecture differs.
+    """
+    path = Path(path)
+    state = load_state_file(path)
+    saved = state["config"]
+    diffs = [
+        f"{k}: checkpoint {saved.get(k)!r}, now {config[k]!r}"
+        for k in TRAJECTORY_KEYS
+        if saved.get(k) != config[k]
+    ]
+    if diffs:
+        raise InputError(
+            f"resume from {path}: these settings differ from the checkpoint's run, so it would not "
+            f"continue the same training (start a new output_dir instead): {'; '.join(diffs)}"
+        )
+    gen_path = path.parent / state["generator_file"]
+    if not gen_path.is_file():
+        raise InputError(f"resume: expected the generator file {gen_path} beside {path}, it is missing")
+    gen = torch.load(gen_path, map_location="cpu", weights_only=True)
+    meta = gen.get("certsr_meta", {})
+    if meta.get("architecture") != architecture or meta.get("hyperparameters") != hyperparameters:
+        raise InputError(
+            f"resume: {gen_path} holds {meta.get('architecture')} {meta.get('hyperparameters')}, "
+            f"expected {architecture} {hyperparameters} (the model this config starts from)"
+        )
+    return Resume(path, state, gen_path, gen["params"], gen["params_ema"])
+
+
+def trim_log(log_file: str | Path, iteration: int) -> None:
+    """Drop the loss log's lines past ``iteration`` (written after the checkpoint by a killed run)."""
+    log_file = Path(log_file)
+    if not log_file.is_file():
+        return
+    kept = []
+    for line in log_file.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["iteration"] <= iteration:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    log_file.write_text("".join(k + "\n" for k in kept), encoding="utf-8")

@@ -27,12 +27,14 @@ from torch.utils.data import Dataset, Sampler
 
 from certsr_rt.errors import InputError
 from certsr_rt.io.pairs import downscale_bicubic, first_few, list_images, pair_lr_files
+from certsr_rt.runtime.layout import numpy_layout, to_batch
 
 __all__ = [
     "CropStream",
     "StreamBatchSampler",
     "read_image",
 ]
+
 
 def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
     """Read an image as a float32 ``C x H x W`` tensor in [0, 1], RGB (or gray for ``channels == 1``).
@@ -51,23 +53,16 @@ def _read_array(path: str | Path) -> np.ndarray:
     from certsr_rt.io.images import read_image as read_file
 
     img = read_file(path)
-    if img.dtype not in (np.uint8, np.uint16):
-        raise InputError(f"{path}: expected an 8- or 16-bit image, got {img.dtype} samples")
+    try:
+        numpy_layout(img, floats="refuse")
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
     return img
 
 
 def _to_tensor(img: np.ndarray, channels: int) -> torch.Tensor:
-    scale = 255.0 if img.dtype == np.uint8 else 65535.0
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.shape[2] in (2, 4):
-        img = img[:, :, :-1]  # drop alpha
-    if channels == 3 and img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    elif channels == 1 and img.shape[2] == 3:
-        img = (img.astype(np.float64) @ np.array([0.299, 0.587, 0.114]))[:, :, None]
-    arr = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32) / np.float32(scale)
-    return torch.from_numpy(arr)
+    """``C x H x W`` float32 in [0, 1]: alpha dropped, gray replicated to RGB or RGB turned to luma."""
+    return to_batch(img, floats="refuse", channels=channels)[0][0]
 
 
 def _augment(t: torch.Tensor, hflip: bool, vflip: bool, rot90: bool) -> torch.Tensor:
