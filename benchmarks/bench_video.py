@@ -72,13 +72,15 @@ def measure(model: str, n: int, h: int, w: int, frames: int, budget: float, devi
         if now - t0 > budget and not done_times and done >= 2:
             raise _OverBudget
 
-    up.progress = hook
+    def timed(frame: object, *, noise_key: int = 0) -> object:
+        return up(frame, noise_key=noise_key, progress=hook)  # type: ignore[call-overload]
+
     done_times: list[float] = []
     row = {"model": model, "n": n, "sigma": sigma, "device": str(up.device)}
     row["work_units"] = up.work_units(h, w)
     source = (synthetic_frame(h, w, i) for i in range(frames))
     try:
-        with upscale_stream(up, source, queue_size=2) as stream:
+        with upscale_stream(timed, source, queue_size=2) as stream:
             for _ in stream:
                 done_times.append(time.perf_counter())
                 if done_times[-1] - t0 > budget:
@@ -104,7 +106,7 @@ def measure_file(model: str, h: int, w: int, frames: int, device: str, rounds: i
     import numpy as np
 
     from certsr_rt import SmoothingConfig, Upscaler
-    from certsr_rt.cli.upscale_video import upscale_video_file
+    from certsr_rt.runtime.video import upscale_video_file
 
     up = Upscaler(model, SmoothingConfig(sigma=0.0, samples=1), device=device)
     up(synthetic_frame(36, 64, 0))
@@ -136,12 +138,20 @@ def measure_file(model: str, h: int, w: int, frames: int, device: str, rounds: i
             for _ in upscale_stream(up, in_memory):
                 pass
             bare.append(frames / (time.perf_counter() - t))
-            result = upscale_video_file(clip, Path(d) / "out.mp4", up, quiet=True)
+            result = upscale_video_file(clip, Path(d) / "out.mp4", up)
             piped.append(result.frames_per_second)
     up.close()
-    return {"model": model, "frames": result.frames, "rounds": rounds,
-            "pipeline_fps": statistics.median(piped), "bare_fps": statistics.median(bare),
-            "pipeline_all": piped, "bare_all": bare, "audio": result.audio, "codec": result.codec}
+    return {
+        "model": model,
+        "frames": result.frames,
+        "rounds": rounds,
+        "pipeline_fps": statistics.median(piped),
+        "bare_fps": statistics.median(bare),
+        "pipeline_all": piped,
+        "bare_all": bare,
+        "audio": result.audio,
+        "codec": result.codec,
+    }
 
 
 def machine() -> str:
@@ -156,8 +166,10 @@ def machine() -> str:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
-            f"({torch.get_num_threads()} intra-op threads), {gpu}, Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
+        f"({torch.get_num_threads()} intra-op threads), {gpu}, Python {platform.python_version()}"
+    )
 
 
 def main() -> None:
@@ -199,8 +211,11 @@ def main() -> None:
         f"- command: `python {shlex.join(sys.argv)}`",
         f"- machine: {machine()}",
         f"- date: {started:%Y-%m-%d %H:%M} UTC",
-        "- load average (1/5/15 min) before: " + " / ".join(f"{v:.1f}" for v in load_before)
-        + ", after: " + " / ".join(f"{v:.1f}" for v in load_after) + " "
+        "- load average (1/5/15 min) before: "
+        + " / ".join(f"{v:.1f}" for v in load_before)
+        + ", after: "
+        + " / ".join(f"{v:.1f}" for v in load_after)
+        + " "
         "(the machine was shared with other jobs: treat these as lower bounds on throughput)",
     ]
     if rows:
@@ -215,8 +230,10 @@ def main() -> None:
     for r in rows:
         how = "measured"
         if r["extrapolated"]:
-            how = (f"extrapolated from {r['units_done']} of {r['units_total']} sample chunks of one frame "
-                   f"({r['seconds']:.0f} s)")
+            how = (
+                f"extrapolated from {r['units_done']} of {r['units_total']} sample chunks of one frame "
+                f"({r['seconds']:.0f} s)"
+            )
         lines.append(
             f"| {r['model']} | {r['n']} | {r['frames']} | {r['seconds']:.2f} | {r['fps']:.4g} | "
             f"{r['seconds_per_frame']:.1f} | {how} |"
@@ -229,8 +246,10 @@ def main() -> None:
             f"{file_row['rounds']} rounds: **{file_row['pipeline_fps']:.3f} fps**, against "
             f"{file_row['bare_fps']:.3f} fps for the same frames from memory through the same stream (no "
             "decode, no encode); rounds alternate. All rounds: file pipeline "
-            + ", ".join(f"{v:.3f}" for v in file_row["pipeline_all"]) + "; from memory "
-            + ", ".join(f"{v:.3f}" for v in file_row["bare_all"]) + ".",
+            + ", ".join(f"{v:.3f}" for v in file_row["pipeline_all"])
+            + "; from memory "
+            + ", ".join(f"{v:.3f}" for v in file_row["bare_all"])
+            + ".",
         ]
     text = "\n".join(lines) + "\n"
     print(text)

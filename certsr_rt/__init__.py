@@ -18,6 +18,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Upscaler": "certsr_rt.runtime.upscaler",
     "UpscaleResult": "certsr_rt.runtime.upscaler",
+    "upscale_stream": "certsr_rt.runtime.stream",
+    "upscale_video_file": "certsr_rt.runtime.video",
     "SmoothingConfig": "certsr_rt.smoothing.config",
     "BoundsConfig": "certsr_rt.smoothing.certify",
     "load_model": "certsr_rt.models",
@@ -48,7 +50,9 @@ if TYPE_CHECKING:
     from certsr_rt.models import DEFAULT_MODEL, SRModel, list_specs, load_model
     from certsr_rt.runtime.backends import create_backend
     from certsr_rt.runtime.backends.base import Backend
+    from certsr_rt.runtime.stream import upscale_stream
     from certsr_rt.runtime.upscaler import Upscaler, UpscaleResult
+    from certsr_rt.runtime.video import upscale_video_file
     from certsr_rt.smoothing.certify import BoundsConfig
     from certsr_rt.smoothing.config import SmoothingConfig
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendError",
+    "Cancelled",
     "CertSRError",
     "InputError",
     "MissingDependencyError",
@@ -55,6 +56,10 @@ class MissingDependencyError(CertSRError, ImportError):
             f"optional dependency '{module}' is not installed{why}; install it with: "
             f"pip install 'certsr-rt[{extra}]'"
         )
+
+
+class Cancelled(CertSRError):
+    """An upscale was stopped by its caller: the ``cancel`` callable it was given returned True."""
 
 
 class VacuousBoundWarning(UserWarning):

@@ -261,9 +261,10 @@ def test_large_n_runs_in_chunks_with_progress() -> None:
         device="cpu",
         tile=0,
         radius=RadiusMapConfig(),
-        progress=lambda done, total: steps.append((done, total)),
     )
-    result = up.upscale(torch.full((1, 3, 4, 4), 0.5))
+    result = up.upscale(
+        torch.full((1, 3, 4, 4), 0.5), progress=lambda done, total: steps.append((done, total))
+    )
     assert steps[-1] == (10, 10) and len(steps) == 10
     top = result.radius_summary.max_eps  # type: ignore[union-attr]
     assert top == pytest.approx(max_certified_eps(1000, 0.06), rel=1e-12) and top > 0.15

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from certsr_rt.errors import InputError
+from certsr_rt.errors import Cancelled, InputError
 from certsr_rt.runtime.stream import upscale_stream
 from certsr_rt.smoothing.noise import gaussian_field
 
@@ -21,9 +21,10 @@ from certsr_rt.smoothing.noise import gaussian_field
 class FakeUpscaler:
     """Nearest-neighbour x4 plus sigma * the real noise field of ``noise_key``: keys are visible in outputs.
 
-    Same interface as the Upscaler: numpy H x W x 3 (uint8/uint16/float32) -> same kind; torch N x C x H x W
-    or C x H x W float -> float in [0, 1] on the input's device. Every frame of a batch gets the same
-    noise (as in the Upscaler, whose noise field does not depend on the position in the batch).
+    Same interface as the Upscaler: numpy H x W x 3 (uint8/uint16/float32) -> same kind, a list of them -> a
+    list; torch N x C x H x W or C x H x W float -> float in [0, 1] on the input's device; ``cancel`` is
+    checked before each chunk. Every frame of a batch gets the same noise (as in the Upscaler, whose noise
+    field does not depend on the position in the batch).
     """
 
     scale = 4
@@ -36,6 +37,7 @@ class FakeUpscaler:
         self.progress = None
         self.calls: list[tuple[int, int]] = []  # (frames in the call, noise_key)
         self.threads: set[str] = set()
+        self.cancels: list[object] = []  # the cancel argument of each call
 
     def _smooth(self, x: torch.Tensor, noise_key: int) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -43,28 +45,37 @@ class FakeUpscaler:
         y = (x.float() + self.sigma * noise).clamp(0, 1)
         return y.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
 
-    def __call__(self, image, *, noise_key: int = 0):
+    def __call__(self, image, *, noise_key: int = 0, cancel=None):
         self.threads.add(threading.current_thread().name)
+        self.cancels.append(cancel)
         for chunk in range(self.chunks):
+            if cancel is not None and cancel():
+                raise Cancelled("cancelled")
             if self.delay:
                 time.sleep(self.delay / self.chunks)
             if self.progress is not None:
                 self.progress(chunk + 1, self.chunks)
         if self.fail_at is not None and len(self.calls) == self.fail_at:
             raise RuntimeError(f"upscaler failed on call {self.fail_at}")
+        if isinstance(image, list):
+            self.calls.append((len(image), noise_key))
+            return [self._numpy(im, noise_key) for im in image]
         if isinstance(image, np.ndarray):
             self.calls.append((1, noise_key))
-            peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(image.dtype, 1.0)
-            x = torch.from_numpy(image.astype(np.float32) / np.float32(peak)).permute(2, 0, 1)[None]
-            y = self._smooth(x, noise_key)[0].permute(1, 2, 0).numpy()
-            if image.dtype == np.float32:
-                return y
-            return np.rint(y * peak).astype(image.dtype)
+            return self._numpy(image, noise_key)
         squeeze = image.dim() == 3
         x = image[None] if squeeze else image
         self.calls.append((x.shape[0], noise_key))
         y = self._smooth(x, noise_key)
         return y[0] if squeeze else y
+
+    def _numpy(self, image: np.ndarray, noise_key: int) -> np.ndarray:
+        peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(image.dtype, 1.0)
+        x = torch.from_numpy(image.astype(np.float32) / np.float32(peak)).permute(2, 0, 1)[None]
+        y = self._smooth(x, noise_key)[0].permute(1, 2, 0).numpy()
+        if image.dtype == np.float32:
+            return y
+        return np.rint(y * peak).astype(image.dtype)
 
 
 def frames_uint8(n: int, h: int = 24, w: int = 32, *, static: bool = False) -> list[np.ndarray]:
@@ -215,7 +226,8 @@ def test_close_abandons_a_long_upscale_at_its_next_chunk() -> None:
     stream.close()
     assert time.perf_counter() - start < 1.0
     assert not stream.running
-    assert up.progress is original_hook  # the cancellation hook was removed again
+    assert up.progress is original_hook  # the stream never swaps the upscaler's attributes
+    assert all(callable(c) for c in up.cancels)  # it cancels through the call's own argument
 
 
 def test_close_with_timeout_reports_an_upscale_that_cannot_be_abandoned() -> None:
@@ -292,3 +304,32 @@ def test_empty_input_gives_empty_output() -> None:
     stream = upscale_stream(FakeUpscaler(), [])
     assert list(stream) == []
     assert not stream.running
+
+
+def test_batch_puts_several_frames_into_each_backend_call_of_the_upscaler() -> None:
+    """The real Upscaler: frames grouped by the stream share backend calls, with single-frame results."""
+    from certsr_rt.models import load_model
+    from certsr_rt.runtime.backends.torch_backend import TorchBackend
+    from certsr_rt.runtime.upscaler import Upscaler
+    from certsr_rt.smoothing.config import SmoothingConfig
+
+    class Counting(TorchBackend):
+        batches: list[int] = []
+
+        def _infer_impl(self, x: torch.Tensor) -> torch.Tensor:
+            self.batches.append(x.shape[0])
+            time.sleep(0.02)  # slower than the feeder: frames wait and are grouped
+            return super()._infer_impl(x)
+
+    model = load_model("tiny-srvgg")
+    backend = Counting(model, "cpu", "fp32")
+    up = Upscaler(model, SmoothingConfig(0.05, 5, 3, chunk_size=20), device="cpu", backend=backend, tile=0)
+    frames = frames_uint8(9, 12, 16)
+    direct = [up(f) for f in frames]
+    backend.batches.clear()
+    with upscale_stream(up, frames, batch=4, queue_size=8) as stream:
+        out = list(stream)
+    for got, want in zip(out, direct, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert stream.stats.upscaler_calls < 9
+    assert max(backend.batches) > 5  # more than one frame's 5 noisy copies in one backend call

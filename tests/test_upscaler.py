@@ -137,7 +137,7 @@ def test_an_allocation_failure_becomes_an_input_error(tiny, photo):
 
 
 def test_small_tiles_keep_the_overlap_floor_and_too_small_ones_are_refused(tiny, photo):
-    # tiny-rrdbnet's measured limits (runtime.tiling.TILE_LIMITS): tiles of 12 px or more, overlap >= 8
+    # tiny-rrdbnet's measured limits (models/arch/rrdbnet.py): tiles of 12 px or more, overlap >= 8
     up = Upscaler(tiny, SmoothingConfig(sigma=0.05, samples=3), device="cpu", tile=12)
     assert up.tile_overlap == 8  # a quarter of the tile (3) would be under the floor
     whole = make(tiny, tile=0, samples=3, sigma=0.05)(photo).astype(np.int16)
@@ -204,9 +204,8 @@ def test_progress_reports_every_chunk(tiny, photo):
         device="cpu",
         tile=20,
         tile_overlap=8,
-        progress=lambda d, t: calls.append((d, t)),
     )
-    up(photo)
+    up(photo, progress=lambda d, t: calls.append((d, t)))
     total = up.work_units(*photo.shape[:2])
     assert calls == [(i, total) for i in range(1, total + 1)]
     assert total == len(calls) > 3
@@ -377,3 +376,87 @@ def test_on_cuda_the_default_tiling_takes_the_whole_image_when_it_fits(monkeypat
     assert "the whole image where it fits in memory" in up.describe()
     monkeypatch.setattr(upscaler_module, "_available_memory", lambda device: 2 * 2**30)
     assert len(up._tiles(480, 640)) > 1  # too large at once: 192 px tiles
+
+
+# ----------------------------------------------------------------------------- batches: one call, many images
+
+
+class _CountingBackend(TorchBackend):
+    """A CPU torch backend that records the batch size of every backend call."""
+
+    def __init__(self, model) -> None:
+        super().__init__(model, "cpu", "fp32")
+        self.batches: list[int] = []
+
+    def _infer_impl(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(x.shape[0])
+        return super()._infer_impl(x)
+
+
+def _frames(photo):
+    return [photo, np.roll(photo, 7, axis=1), np.ascontiguousarray(photo[::-1])]
+
+
+@pytest.mark.parametrize("samples", [5, 21])
+@pytest.mark.parametrize("tile", [0, 20])
+def test_a_batch_of_images_equals_single_calls_bit_for_bit(tiny, photo, samples, tile):
+    up = make(tiny, tile=tile, samples=samples)
+    images = _frames(photo)
+    together = up(images)
+    assert isinstance(together, list) and len(together) == 3
+    for got, image in zip(together, images, strict=True):
+        assert np.array_equal(got, up(image))
+    x = torch.stack([torch.from_numpy(im).permute(2, 0, 1).float() / 255 for im in images])
+    batched = up(x)
+    for i in range(3):
+        assert torch.equal(batched[i], up(x[i]))
+    results = up.upscale(images)
+    assert [r.image.shape for r in results] == [(160, 208, 3)] * 3
+
+
+def test_images_and_tiles_share_backend_calls_and_progress_counts_them(photo):
+    model = load_model("tiny-srvgg")
+    images = _frames(photo)
+
+    def run(chunk_size, tile, imgs):
+        backend = _CountingBackend(model)
+        cfg = SmoothingConfig(sigma=0.06, samples=5, seed=0, chunk_size=chunk_size)
+        up = Upscaler(model, cfg, device="cpu", backend=backend, tile=tile, tile_overlap=8)
+        steps = []
+        out = up(imgs, progress=lambda d, t: steps.append((d, t)))
+        total = up.work_units(*photo.shape[:2], count=len(imgs) if isinstance(imgs, list) else 1)
+        assert steps == [(i, total) for i in range(1, total + 1)] and total == len(backend.batches)
+        return out, backend.batches
+
+    one_by_one, batches = run(5, 0, images)
+    assert batches == [5, 5, 5]
+    together, batches = run(15, 0, images)
+    assert batches == [15]  # 3 images x 5 noisy copies in one backend call
+    assert all(np.array_equal(a, b) for a, b in zip(together, one_by_one, strict=True))
+    tiled, batches = run(5, 20, photo)
+    assert len(batches) > 1 and set(batches) == {5}
+    tiled_shared, batches = run(10, 20, photo)
+    assert batches[0] == 10  # two tiles' 5 copies each in one backend call
+    assert np.array_equal(tiled, tiled_shared)
+
+
+def test_cancel_stops_at_the_next_backend_call(photo):
+    from certsr_rt.errors import Cancelled
+
+    model = load_model("tiny-srvgg")
+    backend = _CountingBackend(model)
+    cfg = SmoothingConfig(sigma=0.06, samples=6, seed=0, chunk_size=2)
+    up = Upscaler(model, cfg, device="cpu", backend=backend, tile=0)
+    seen: list[int] = []
+    with pytest.raises(Cancelled, match="cancelled after 2 of 3 steps"):
+        up(photo, progress=lambda d, t: seen.append(d), cancel=lambda: len(seen) >= 2)
+    assert backend.batches == [2, 2]
+    assert up(photo).shape == (160, 208, 3)  # the upscaler is usable afterwards
+
+
+def test_a_list_of_images_of_different_sizes_is_refused(tiny, photo):
+    up = make(tiny)
+    with pytest.raises(InputError, match="Expected images of one shape and dtype"):
+        up([photo, photo[:20]])
+    with pytest.raises(InputError, match="at least one image"):
+        up([])

@@ -1,4 +1,4 @@
-"""Video files: PyAV reader/writer and the upscale_video_file pipeline, on tiny clips made here."""
+"""Video files: PyAV reader/writer, the upscale_video_file pipeline and its CLI display, on tiny clips."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ av = pytest.importorskip("av", reason="the video extra (PyAV) is not installed")
 
 from helpers import signal_after_first_line  # noqa: E402
 
-from certsr_rt.cli.upscale_video import upscale_video_file  # noqa: E402
+from certsr_rt.cli.upscale_video import run_video  # noqa: E402
 from certsr_rt.errors import InputError  # noqa: E402
 from certsr_rt.io.video import VideoReader, VideoWriter, count_frames, probe_video  # noqa: E402
+from certsr_rt.runtime.video import upscale_video_file  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TONE_HZ = 440.0
@@ -105,7 +106,12 @@ def dominant_frequency(samples: np.ndarray, rate: int) -> float:
 
 
 def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if ".partial-" in p.name)
+    """Hidden temporary files of atomic writes in ``folder`` (``.NAME.<hex>.tmp``; earlier ``.partial-``)."""
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.name.startswith(".") and (p.name.endswith(".tmp") or ".partial-" in p.name)
+    )
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -231,7 +237,7 @@ def test_upscale_video_keeps_frames_fps_and_audio(
     clip = make_clip(tmp_path / f"clip.{source}", audio=audio, fps=Fraction(25))
     out = tmp_path / f"clip_x4.{target}"
     up = NearestX4()
-    result = upscale_video_file(clip, out, up, quiet=True)
+    result = upscale_video_file(clip, out, up)
     assert result.frames == 16 and result.audio == kept_audio
     info = probe_video(out)
     assert (info.width, info.height) == (128, 96)
@@ -251,7 +257,7 @@ def test_upscale_video_keeps_frames_fps_and_audio(
 def test_upscale_video_content_is_the_upscaled_frames(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clip.mp4", audio=None)
     out = tmp_path / "nested" / "dir" / "clip_x4.mp4"  # missing folders are created
-    upscale_video_file(clip, out, NearestX4(), quiet=True)
+    upscale_video_file(clip, out, NearestX4())
     assert not probe_video(out).has_audio
     with VideoReader(out) as reader:
         for i, f in enumerate(reader):
@@ -262,7 +268,7 @@ def test_upscale_video_content_is_the_upscaled_frames(tmp_path: Path) -> None:
 def test_fresh_noise_passes_the_frame_index_as_key(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clip.mp4", audio=None, frames=6)
     up = NearestX4()
-    upscale_video_file(clip, tmp_path / "out.mp4", up, fresh_noise=True, quiet=True)
+    upscale_video_file(clip, tmp_path / "out.mp4", up, fresh_noise=True)
     assert up.keys == [0, 1, 2, 3, 4, 5]
 
 
@@ -275,7 +281,7 @@ def test_progress_callback_sees_every_frame(tmp_path: Path) -> None:
 
 def test_progress_line_shows_fps_and_eta(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     clip = make_clip(tmp_path / "clip.mp4", audio=None, frames=5)
-    upscale_video_file(clip, tmp_path / "out.mp4", NearestX4())
+    run_video(clip, tmp_path / "out.mp4", NearestX4())
     err = capsys.readouterr().err
     assert "upscaling clip.mp4: 5/5 frames (100%)" in err
     assert " fps" in err and "ETA 0:00" in err
@@ -289,10 +295,26 @@ def test_error_mid_way_leaves_no_output_and_keeps_an_old_file(
     out = tmp_path / "out.mp4"
     out.write_bytes(b"previous result")
     with pytest.raises(RuntimeError, match="failed at frame 5"):
-        upscale_video_file(clip, out, NearestX4(fail_at=5))
+        run_video(clip, out, NearestX4(fail_at=5))
     assert out.read_bytes() == b"previous result"
     assert leftovers(tmp_path) == []
     assert "stopped after 5 of 12 frames; the partial video was deleted" in capsys.readouterr().err
+
+
+def test_the_runtime_pipeline_prints_nothing_and_notifies_a_stop(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = make_clip(tmp_path / "clip.mp4", frames=8, audio=None)
+    out = tmp_path / "out.mp4"
+    notes: list[str] = []
+    with pytest.raises(RuntimeError, match="failed at frame 3"):
+        upscale_video_file(clip, out, NearestX4(fail_at=3), notify=notes.append)
+    assert notes == [
+        f"stopped after 3 of 8 frames; the partial video was deleted, nothing was written to {out}"
+    ]
+    upscale_video_file(clip, out, NearestX4())
+    assert capsys.readouterr().err == ""
+    assert count_frames(out) == 8
 
 
 def test_keyboard_interrupt_mid_way_leaves_no_output(
@@ -306,7 +328,7 @@ def test_keyboard_interrupt_mid_way_leaves_no_output(
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        upscale_video_file(clip, out, NearestX4(), progress=interrupt)
+        run_video(clip, out, NearestX4(), progress=interrupt)
     assert not out.exists()
     assert leftovers(tmp_path) == []
     assert "interrupted after 4 of 12 frames" in capsys.readouterr().err
@@ -320,7 +342,7 @@ def test_ctrl_c_in_a_real_process_leaves_no_output(tmp_path: Path) -> None:
         f"""
         import sys, time
         import numpy as np
-        from certsr_rt.cli.upscale_video import upscale_video_file
+        from certsr_rt.cli.upscale_video import run_video
 
         class Slow:
             scale = 4
@@ -333,7 +355,7 @@ def test_ctrl_c_in_a_real_process_leaves_no_output(tmp_path: Path) -> None:
                 print("started", flush=True)
 
         try:
-            upscale_video_file({str(clip)!r}, {str(out)!r}, Slow(), progress=progress)
+            run_video({str(clip)!r}, {str(out)!r}, Slow(), progress=progress)
         except KeyboardInterrupt:
             sys.exit(130)
         sys.exit(0)
@@ -352,11 +374,11 @@ def test_bad_outputs_are_refused_before_any_work(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clip.mp4", audio=None, frames=3)
     up = NearestX4()
     with pytest.raises(InputError, match=r"expected a video extension among .*got '\.png'"):
-        upscale_video_file(clip, tmp_path / "out.png", up, quiet=True)
+        upscale_video_file(clip, tmp_path / "out.png", up)
     with pytest.raises(InputError, match="must be a different file from the input"):
-        upscale_video_file(clip, clip, up, quiet=True)
+        upscale_video_file(clip, clip, up)
     with pytest.raises(InputError, match="no such file"):
-        upscale_video_file(tmp_path / "missing.mp4", tmp_path / "out.mp4", up, quiet=True)
+        upscale_video_file(tmp_path / "missing.mp4", tmp_path / "out.mp4", up)
     assert up.calls == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
 
@@ -374,7 +396,7 @@ def test_memory_stays_bounded_over_a_long_clip(tmp_path: Path, monkeypatch: pyte
         return made[-1]
 
     monkeypatch.setattr(stream_module, "upscale_stream", spy)
-    upscale_video_file(clip, tmp_path / "long_x4.mp4", NearestX4(), quiet=True, queue_size=4)
+    upscale_video_file(clip, tmp_path / "long_x4.mp4", NearestX4(), queue_size=4)
     (s,) = made
     assert s.stats.frames_out == 300
     assert s.stats.max_frames_in_flight <= s.max_frames_in_flight == 11
@@ -396,7 +418,7 @@ def test_real_upscaler_in_the_pipeline(tmp_path: Path) -> None:
             assert got.shape == (48, 64, 3) and got.dtype == np.uint8
             np.testing.assert_array_equal(got, want)
     clip = make_clip(tmp_path / "clip.mp4", frames=4, h=12, w=16)
-    result = upscale_video_file(clip, tmp_path / "out.mp4", up, quiet=True)
+    result = upscale_video_file(clip, tmp_path / "out.mp4", up)
     assert result.frames == 4 and probe_video(tmp_path / "out.mp4").width == 64
 
 

@@ -16,6 +16,7 @@ import torch
 
 from certsr_rt.errors import InputError
 from certsr_rt.io.pairs import downscale_bicubic, first_few, list_images, pair_lr_files
+from certsr_rt.runtime.layout import to_batch
 
 __all__ = [
     "ImagePair",
@@ -49,22 +50,10 @@ class ImagePair:
 def to_rgb_float(image: np.ndarray) -> torch.Tensor:
     """A numpy image of any kind :func:`certsr_rt.io.images.read_image` returns -> ``1 x 3 x H x W`` float32.
 
-    Grayscale is repeated to three channels (as BasicSR does for Set14's gray images) and alpha is dropped.
+    Grayscale is repeated to three channels (as BasicSR does for Set14's gray images), alpha is dropped and
+    float values are clipped to [0, 1] (:func:`certsr_rt.runtime.layout.to_batch`).
     """
-    if image.ndim == 2:
-        image = image[:, :, None]
-    channels = image.shape[2]
-    color = image[:, :, : channels - 1] if channels in (2, 4) else image
-    if color.dtype == np.uint8:
-        values = color.astype(np.float32) / 255.0
-    elif color.dtype == np.uint16:
-        values = color.astype(np.float32) / 65535.0
-    else:
-        values = np.clip(color.astype(np.float32), 0.0, 1.0)
-    tensor = torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1)))[None]
-    if tensor.shape[1] == 1:
-        tensor = tensor.expand(1, 3, -1, -1).contiguous()
-    return tensor
+    return to_batch(image, floats="clip", channels=3)[0]
 
 
 def _center_crop(

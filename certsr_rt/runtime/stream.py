@@ -1,8 +1,8 @@
 """Upscale a stream of video frames with decoding, computing and encoding overlapped.
 
 :func:`upscale_stream` takes any iterable of frames and an :class:`~certsr_rt.runtime.upscaler.Upscaler`
-(or anything called as ``upscaler(frame, noise_key=k)``) and returns a :class:`FrameStream`, an iterator of
-upscaled frames in input order::
+(or anything called as ``upscaler(frame, noise_key=k)``, see :class:`UpscalerLike`) and returns a
+:class:`FrameStream`, an iterator of upscaled frames in input order::
 
     with upscale_stream(upscaler, reader, queue_size=4) as stream:
         for big in stream:          # the caller's thread encodes while the next frames are computed
@@ -25,10 +25,12 @@ regions that do not change between frames stay bit-identical and do not flicker.
 gives frame ``i`` the field ``noise_key + i``: statistically independent noise per frame.
 
 **Batching.** With the shared noise field, up to ``batch`` consecutive frames of the same shape and kind
-that are already waiting are grouped into one ``N x C x H x W`` call of the upscaler (numpy frames are
-converted exactly as the Upscaler's numpy path does). Frames are never held back to fill a batch. This
-pays when the backend gains from larger batches (GPU, few samples); with 21 samples each frame already is
-a batch of 21 forwards, so the default is 1.
+that are already waiting are grouped into one call of the upscaler: numpy frames as a list, tensors
+concatenated into one ``N x C x H x W`` batch. The Upscaler puts the noisy copies of several frames into
+each backend call (``N x k`` forwards, within its memory budget and the backend's ``max_batch``), and each
+frame's result is the one it gets alone. Frames are never held back to fill a batch. This pays when the
+backend gains from larger batches (GPU, few samples); on a CPU, where each frame at 21 samples already is
+a batch of 21 forwards, it does not (``benchmarks/results/stream_batch.md``), so the default is 1.
 
 **Devices.** Frames may be numpy arrays or torch tensors on any device (``C x H x W`` or ``N x C x H x W``
 float in [0, 1]); results come back in the same kind, on the same device. CUDA tensors are handed between
@@ -38,12 +40,14 @@ stream waits for the result, without blocking the host.
 **Errors and cancellation.** An exception in the iterable or in the upscaler is re-raised in the caller's
 thread, in order, after the frames that were completed before it. Leaving the ``with`` block or calling
 :meth:`FrameStream.close` (including through ``KeyboardInterrupt`` or ``break``) stops both threads and
-joins them; an upscale in progress is abandoned at its next chunk of samples when the upscaler exposes a
-``progress`` hook (the :class:`~certsr_rt.runtime.upscaler.Upscaler` does), else finished first.
+joins them; an upscale in progress is abandoned at its next backend call when the upscaler takes a
+``cancel`` argument (the :class:`~certsr_rt.runtime.upscaler.Upscaler` does: it raises
+:class:`~certsr_rt.errors.Cancelled`), else finished first.
 """
 
 from __future__ import annotations
 
+import inspect
 import queue
 import threading
 import time
@@ -54,7 +58,8 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import torch
 
-from certsr_rt.errors import InputError
+from certsr_rt.errors import Cancelled, InputError
+from certsr_rt.runtime.layout import numpy_layout
 
 __all__ = ["FrameStream", "StreamStats", "UpscalerLike", "upscale_stream"]
 
@@ -62,15 +67,18 @@ Frame = TypeVar("Frame", np.ndarray, torch.Tensor)
 
 _POLL_SECONDS = 0.05
 _END = object()
-_MISSING = object()
-_PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.float32): 1.0}
 
 
 class UpscalerLike(Protocol):
-    """What the stream needs from an upscaler: a call with a noise key (the Upscaler's contract)."""
+    """What the stream needs from an upscaler: a call with a noise key (the Upscaler's contract).
+
+    With ``batch > 1`` several numpy frames come as a list (return a list) and tensors as one
+    ``N x C x H x W`` batch. An upscaler whose call also takes ``cancel`` (a callable, True: stop) is
+    given one, so that closing the stream abandons an upscale in progress.
+    """
 
     def __call__(self, image: Any, *, noise_key: int = 0) -> Any:
-        """Upscale one numpy image or one ``N x C x H x W`` tensor with the noise field ``noise_key``."""
+        """Upscale one numpy image, a list of them, or one tensor batch with the noise field ``noise_key``."""
         ...
 
 
@@ -104,10 +112,6 @@ class _Failure:
 
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
-
-
-class _Cancelled(Exception):
-    """Raised from the upscaler's progress hook to abandon an upscale when the stream was closed."""
 
 
 class _Pipeline:
@@ -185,29 +189,35 @@ def _feed(pipe: _Pipeline, frames: Iterable[Any]) -> None:
 def _batch_key(frame: Any) -> tuple[Any, ...] | None:
     """Frames with equal keys can share one upscaler call; None: this frame is always upscaled alone."""
     if isinstance(frame, np.ndarray):
-        if frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype in _PEAKS:
-            return ("numpy", frame.shape, frame.dtype)
-        return None
+        try:
+            numpy_layout(frame)  # an image the Upscaler refuses is upscaled alone: its error comes in order
+        except InputError:
+            return None
+        return ("numpy", frame.shape, frame.dtype)
     if isinstance(frame, torch.Tensor) and frame.dim() in (3, 4) and frame.is_floating_point():
         return ("torch", frame.dim(), tuple(frame.shape[-3:]), frame.dtype, frame.device)
     return None
 
 
-def _upscale_group(upscaler: UpscalerLike, frames: list[Any], noise_key: int) -> list[Any]:
+def _takes_cancel(upscaler: Any) -> bool:
+    """Whether the upscaler's call accepts ``cancel=`` (by name or through ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(upscaler).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "cancel" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _upscale_group(upscaler: UpscalerLike, frames: list[Any], noise_key: int, **kw: Any) -> list[Any]:
     """One upscaler call for several frames that share a noise field; results in the frames' kind."""
-    first = frames[0]
-    if isinstance(first, np.ndarray):
-        # Same conversion as the Upscaler's numpy path: value / peak, then rint(out * peak) for integers.
-        peak = _PEAKS[first.dtype]
-        stacked = np.stack(frames).astype(np.float32) / np.float32(peak)
-        x = torch.from_numpy(stacked).permute(0, 3, 1, 2)
-        y = upscaler(x, noise_key=noise_key).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
-        if first.dtype == np.float32:
-            return list(y.astype(np.float32))
-        return list(np.rint(y * peak).astype(first.dtype))
+    if isinstance(frames[0], np.ndarray):
+        out = list(upscaler(frames, noise_key=noise_key, **kw))
+        if len(out) != len(frames):
+            raise InputError(f"Expected the upscaler to return {len(frames)} frames, but got {len(out)}")
+        return out
     sizes = [1 if f.dim() == 3 else f.shape[0] for f in frames]
     x = torch.cat([f[None] if f.dim() == 3 else f for f in frames])
-    y = upscaler(x, noise_key=noise_key)
+    y = upscaler(x, noise_key=noise_key, **kw)
     if y.shape[0] != x.shape[0]:
         raise InputError(f"Expected the upscaler to return {x.shape[0]} frames, but got {y.shape[0]}")
     parts = torch.split(y, sizes)
@@ -217,16 +227,8 @@ def _upscale_group(upscaler: UpscalerLike, frames: list[Any], noise_key: int) ->
 def _compute(pipe: _Pipeline, upscaler: UpscalerLike, batch: int, fresh_noise: bool, noise_key: int) -> None:
     """Compute thread: take frames, upscale them (grouping when allowed), queue the results."""
     stats = pipe.stats
-    original_hook = getattr(upscaler, "progress", _MISSING)
-    if original_hook is not _MISSING:
-
-        def hook(done: int, total: int) -> None:
-            if pipe.stop.is_set():
-                raise _Cancelled
-            if original_hook is not None:
-                original_hook(done, total)
-
-        upscaler.progress = hook  # type: ignore[attr-defined]
+    # Closing the stream sets pipe.stop: an upscaler that takes cancel= stops at its next backend call.
+    kw: dict[str, Any] = {"cancel": pipe.stop.is_set} if _takes_cancel(upscaler) else {}
     pending: Any = None
     try:
         while True:
@@ -252,23 +254,20 @@ def _compute(pipe: _Pipeline, upscaler: UpscalerLike, batch: int, fresh_noise: b
             start = time.perf_counter()
             if len(group) == 1:
                 index, frame, _ = item
-                outs = [upscaler(frame, noise_key=noise_key + index if fresh_noise else noise_key)]
+                outs = [upscaler(frame, noise_key=noise_key + index if fresh_noise else noise_key, **kw)]
             else:
-                outs = _upscale_group(upscaler, [g[1] for g in group], noise_key)
+                outs = _upscale_group(upscaler, [g[1] for g in group], noise_key, **kw)
             stats.compute_seconds += time.perf_counter() - start
             stats.upscaler_calls += 1
             for (index, _, _), out in zip(group, outs, strict=True):
                 if not pipe.put(pipe.outputs, (index, out, _ready_event(out))):
                     return
                 stats.max_output_queue = max(stats.max_output_queue, pipe.outputs.qsize())
-    except _Cancelled:
-        return
     except BaseException as exc:  # noqa: BLE001 - every error goes to the caller's thread
+        if isinstance(exc, Cancelled) and pipe.stop.is_set():
+            return  # the stream was closed: nobody waits for this frame
         if not pipe.stop.is_set():
             pipe.put(pipe.outputs, _Failure(exc))
-    finally:
-        if original_hook is not _MISSING:
-            upscaler.progress = original_hook  # type: ignore[attr-defined]
 
 
 class FrameStream(Iterator[Any]):
@@ -394,8 +393,9 @@ def upscale_stream(
 
     Args:
         upscaler: an :class:`~certsr_rt.runtime.upscaler.Upscaler` (or any callable with its
-            ``upscaler(frame, noise_key=k)`` contract). It is called from one worker thread only.
-        frames: numpy images (``H x W x 3`` uint8 RGB for video; any layout the upscaler accepts) or torch
+            ``upscaler(frame, noise_key=k)`` contract, :class:`UpscalerLike`). It is called from one worker
+            thread only.
+        frames: numpy images (``H x W x 3`` uint8 RGB for video; any layout the Upscaler accepts) or torch
             tensors (``C x H x W`` or ``N x C x H x W`` float in [0, 1], any device). Iterated on the
             feeder thread, so a decoder behind it runs in parallel with the upscaler.
         batch: most frames grouped into one upscaler call when they share a noise field (see module doc).
