@@ -72,8 +72,13 @@ def main() -> None:
     t0 = time.perf_counter()
     for cond, sigma in conditions:
         n = 1 if sigma == 0 else args.samples
-        up = Upscaler(model, SmoothingConfig(sigma=sigma, samples=n, seed=0), device="cpu", tile=0,
-                      backend=TorchBackend(model, "cpu"))
+        up = Upscaler(
+            model,
+            SmoothingConfig(sigma=sigma, samples=n, seed=0),
+            device="cpu",
+            tile=0,
+            backend=TorchBackend(model, "cpu"),
+        )
         for _, name, lr, hr in pairs:
             x = lr.astype(np.float32) / 255
             if cond == "noisy":

@@ -123,8 +123,9 @@ def main() -> None:
             row = {"clip": name, "mode": label, "flicker": flicker(out)}
             if name == "pan":
                 row["compensated"] = compensated_flicker(out, scale, args.margin)
-            row["vs_plain"] = float(np.mean([np.abs(o.astype(np.int16) - r).mean()
-                                             for o, r in zip(out, reference, strict=True)]))
+            row["vs_plain"] = float(
+                np.mean([np.abs(o.astype(np.int16) - r).mean() for o, r in zip(out, reference, strict=True)])
+            )
             rows.append(row)
             print(row, flush=True)
     elapsed = time.perf_counter() - t_start

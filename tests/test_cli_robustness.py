@@ -265,7 +265,7 @@ def test_stale_partial_files_lists_only_old_files_of_our_naming(tmp_path: Path) 
     import os
     import time
 
-    from certsr_rt.io.images import stale_partial_files
+    from certsr_rt.io.atomic import stale_partial_files
 
     target = tmp_path / "clip_x4.mp4"
     start = time.time()
@@ -326,7 +326,7 @@ def test_sigterm_during_a_video_says_terminated(tmp_path: Path, capsys: pytest.C
     pytest.importorskip("av")
     from test_video import NearestX4, leftovers, make_clip
 
-    from certsr_rt.cli.upscale_video import upscale_video_file
+    from certsr_rt.cli.upscale_video import run_video
     from certsr_rt.errors import Terminated
 
     clip = make_clip(tmp_path / "clip.mp4", frames=6)
@@ -336,7 +336,7 @@ def test_sigterm_during_a_video_says_terminated(tmp_path: Path, capsys: pytest.C
             raise Terminated
 
     with pytest.raises(Terminated):
-        upscale_video_file(clip, tmp_path / "out.mp4", NearestX4(), progress=terminate)
+        run_video(clip, tmp_path / "out.mp4", NearestX4(), progress=terminate)
     err = capsys.readouterr().err
     assert "terminated after 2 of 6 frames" in err and "interrupted" not in err
     assert leftovers(tmp_path) == []
@@ -426,8 +426,7 @@ def test_cpu_progress_moves_in_at_least_seven_steps_per_tile() -> None:
     up = Upscaler(
         "tiny-srvgg", SmoothingConfig(sigma=0.05, samples=21, seed=0), device="cpu", backend="torch"
     )
-    up.progress = lambda done, total: calls.append((done, total))
-    up(np.zeros((16, 16, 3), np.uint8))
+    up(np.zeros((16, 16, 3), np.uint8), progress=lambda done, total: calls.append((done, total)))
     assert calls == [(i, 7) for i in range(1, 8)]  # 7 chunks of 3 samples, not one chunk of 21
 
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from certsr_rt.cli.app import app
 from certsr_rt.cli.upscale import _BatchProgress
-from certsr_rt.io import images
+from certsr_rt.io import atomic
 from certsr_rt.io.images import read_image, write_image
 
 ASSETS = Path(__file__).parents[1] / "../shared/assets/data"
@@ -195,7 +195,7 @@ def test_bad_option_values_are_one_line(tmp_path: Path) -> None:
 
 def test_small_tiles_work_down_to_the_models_minimum(tmp_path: Path) -> None:
     # Tiles of 16 pixels or less used to be refused for not exceeding the fixed 16-pixel overlap; now the
-    # floor is the model's measured minimum (tiny-rrdbnet: 12 px, runtime.tiling.TILE_LIMITS).
+    # floor is the model's measured minimum (tiny-rrdbnet: 12 px, models/arch/rrdbnet.py tile_limits).
     a = write_image(tmp_path / "a.png", _image((H, W, 3), np.uint8))
     result = _invoke(a, *FAST, "--tile", "12")
     assert result.exit_code == 0, result.stderr
@@ -280,7 +280,7 @@ def test_ctrl_c_mid_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: py
         f.write(data[: len(data) // 2])  # type: ignore[attr-defined]
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(images, "_write_chunks", half_then_interrupt)
+    monkeypatch.setattr(atomic, "_write_chunks", half_then_interrupt)
     result = _invoke(a, *FAST)
     assert result.exit_code == 130
     assert _files(tmp_path) == ["a.png"]
@@ -386,7 +386,7 @@ def test_video_without_support_is_one_line(tmp_path: Path, monkeypatch: pytest.M
 def test_video_is_routed_to_the_video_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[object, ...]] = []
 
-    def upscale_video_file(
+    def run_video(
         source: Path, target: Path, upscaler: object, *, progress: object, fresh_noise: bool, **_: object
     ) -> None:
         calls.append((source, target, upscaler, progress, fresh_noise))
@@ -395,7 +395,7 @@ def test_video_is_routed_to_the_video_module(tmp_path: Path, monkeypatch: pytest
         target.write_bytes(b"video")
 
     fake = types.ModuleType("certsr_rt.cli.upscale_video")
-    fake.upscale_video_file = upscale_video_file  # type: ignore[attr-defined]
+    fake.run_video = run_video  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "certsr_rt.cli.upscale_video", fake)
     clip = tmp_path / "clip.mkv"
     clip.write_bytes(b"\x00")
@@ -432,14 +432,20 @@ def test_real_video(tmp_path: Path) -> None:
 
 
 class _FakeProgress:
+    """Records what the batch tracker asks a ProgressDisplay to show (the bar's numbers)."""
+
+    plain = False
+
     def __init__(self) -> None:
         self.updates: list[dict[str, object]] = []
 
-    def add_task(self, description: str, total: float | None = None) -> int:
-        return 0
-
-    def update(self, task: int, **kwargs: object) -> None:
-        self.updates.append(kwargs)
+    def update(
+        self, completed: float, total: float | None = None, *, description: str | None = None, **_: object
+    ) -> None:
+        shown: dict[str, object] = {"total": total, "completed": completed}
+        if description is not None:
+            shown["description"] = description
+        self.updates.append(shown)
 
 
 def test_batch_progress_spans_images_and_samples() -> None:

@@ -734,3 +734,16 @@ def test_split_runs_merge_into_the_table_of_one_run(
     (tmp_path / "e" / "results.json").write_text('{"models": []}')
     with pytest.raises(InputError, match="not an evaluation report"):
         read_report(tmp_path / "e")
+
+
+def test_cli_progress_without_a_terminal_is_plain_lines_ending_complete(
+    tmp_path: Path, hr_dir: Path, cli: typer.Typer
+) -> None:
+    args = ["evaluate", "-m", "bicubic", "--hr", str(hr_dir), "-c", "clean,noisy", "--limit", "2"]
+    result = CliRunner().invoke(cli, [*args, "--crop", "12", "--device", "cpu", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if " · bicubic · " in line]
+    # a line for the first cell (nothing was shown yet), then at most one per 30 s, and the last cell
+    assert 1 <= len(lines) <= 2 and "\r" not in result.stderr and "\x1b[" not in result.stderr
+    assert lines[-1].startswith("img_001 · bicubic · noisy  4/4 (100%)  elapsed ")
+    assert "ETA 0:00" in lines[-1]

@@ -225,17 +225,10 @@ def evaluate_command(
     4-pixel border shaved (BasicSR convention); LPIPS is AlexNet v0.1.
     """
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
     from certsr_rt._device import resolve_device
     from certsr_rt.attacks import EVAL_ATTACKS
+    from certsr_rt.cli.progress import ProgressDisplay
     from certsr_rt.errors import InputError
     from certsr_rt.evaluation import (
         ATTACK_CONDITIONS,
@@ -292,19 +285,11 @@ def evaluate_command(
         loss = SRLoss(perceptual)
 
     corruptions = CorruptionSettings(noise_sigma, blur_size, blur_sigma, jpeg_quality)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err, disable=not progress, transient=False) as bar:
-        task = bar.add_task("evaluating", total=None)
+    # On a terminal a bar; in a log a line at most every 30 s and one at the end.
+    with ProgressDisplay("evaluating", enabled=progress, console=err) as bar:
 
         def on_step(done: int, total: int, description: str) -> None:
-            bar.update(task, completed=done, total=total, description=description)
+            bar.update(done, total, description=description)
 
         result = evaluate(
             entries,

@@ -10,11 +10,14 @@ Several GPUs (or CPU processes with gloo): ``torchrun --nproc_per_node N -m cert
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from certsr_rt.cli.progress import ProgressDisplay, ProgressState, clock, text_bar
 
 __all__ = ["AmpChoice", "ModeChoice", "train_command"]
 
@@ -393,10 +396,33 @@ def train_command(
 
     from certsr_rt.train.trainer import train
 
-    result = train(cfg)
+    with _train_display(cfg.progress and os.environ.get("RANK", "0") == "0", cfg.log_every) as display:
+        result = train(cfg, progress=_train_progress(display))
     if result.generator_file is not None and os.environ.get("RANK", "0") == "0":
         typer.echo(str(result.generator_file))
     if result.signal is not None:
         # Stopped by a signal after writing the checkpoint: exit as the shell does for that signal
         # (130 Ctrl-C, 143 SIGTERM), so that a script can tell a stop from a finished run.
         raise typer.Exit(128 + result.signal)
+
+
+def _train_line(s: ProgressState) -> str:
+    """``[####......] 120/1000 2.31 it/s ETA 6:21 l_g 0.0123 l_d 0.456``: a plain progress line."""
+    rate = s.rate or 0.0
+    eta = clock(s.remaining) if s.remaining is not None else "--:--"
+    return f"[{text_bar(s.fraction or 0.0)}] {s.completed:g}/{s.total:g} {rate:.2f} it/s ETA {eta} {s.status}"
+
+
+def _train_display(enabled: bool, every: int) -> ProgressDisplay:
+    """The training bar: a plain line every ``every`` iterations (the loss-log interval) and at the end."""
+    return ProgressDisplay("training", enabled=enabled, line=_train_line, line_seconds=None, line_every=every)
+
+
+def _train_progress(display: ProgressDisplay) -> Callable[[int, int, Mapping[str, float]], None]:
+    """The trainer's ``progress(done, total, losses)`` callback, drawn on ``display``."""
+
+    def show(done: int, total: int, losses: Mapping[str, float]) -> None:
+        shown = " ".join(f"{k} {v:.4g}" for k, v in losses.items() if k in ("l_g", "l_d"))
+        display.update(done, total, status=shown)
+
+    return show

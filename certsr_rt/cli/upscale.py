@@ -31,8 +31,7 @@ import typer
 from certsr_rt.errors import CertSRError, InputError, Terminated
 
 if TYPE_CHECKING:
-    from rich.progress import Progress
-
+    from certsr_rt.cli.progress import ProgressDisplay
     from certsr_rt.cli.sharding import Shard
     from certsr_rt.runtime.upscaler import Upscaler
 
@@ -359,42 +358,30 @@ _LINE_SECONDS = 30.0
 
 
 class _BatchProgress:
-    """One bar across the batch, fed by the Upscaler's ``progress(done, total)`` per tile and chunk.
+    """The batch's work, across inputs, fed by the Upscaler's ``progress(done, total)`` per tile and chunk.
 
     Each image counts the Upscaler's work units (tiles x sample chunks); images not read yet are counted
-    at the average of those seen so far, so the total (and the ETA) firms up as the batch goes.
+    at the average of those seen so far, so the total (and the ETA) firms up as the batch goes. It is
+    drawn on a :class:`~certsr_rt.cli.progress.ProgressDisplay`: the batch bar on a terminal; in a log one
+    line per input with its work, then the input's share at most every :data:`_LINE_SECONDS`.
     """
 
-    def __init__(self, progress: Progress | None, n_inputs: int, *, lines: bool = False) -> None:
-        self.progress = progress
-        # Without a terminal (a log file, a pipe): one line per input with its work, then a progress
-        # line at most every _LINE_SECONDS, so a long run is never silent for minutes.
-        self.lines = lines
-        self.last_line = time.monotonic()
-        self.last_share = 0.0
+    def __init__(self, display: ProgressDisplay, n_inputs: int) -> None:
+        self.display = display
         self.current = ""
         self.remaining = n_inputs
         self.known: list[int] = []
         self.base = 0
         self.units = 1
         self.in_video = False
-        self.task = progress.add_task("starting", total=None) if progress is not None else None
 
     def _update(self, completed: float, description: str | None = None) -> None:
-        if self.lines and self.units and completed > self.base:
-            now = time.monotonic()
-            share = min((completed - self.base) / self.units, 1.0)
-            if now - self.last_line >= _LINE_SECONDS and share > self.last_share:
-                self.last_line, self.last_share = now, share
-                _err(f"  {self.current}: {share:.0%}")
-        if self.progress is None or self.task is None:
-            return
+        share = min(max(completed - self.base, 0) / self.units, 1.0) if self.units else 0.0
         average = sum(self.known) / len(self.known) if self.known else 1.0
         total = sum(self.known) + average * self.remaining
-        kwargs: dict[str, Any] = {"total": max(total, completed, 1e-9), "completed": completed}
-        if description is not None:
-            kwargs["description"] = description
-        self.progress.update(self.task, **kwargs)
+        self.display.update(
+            completed, max(total, completed, 1e-9), description=description, status=f"{share:.0%}"
+        )
 
     def start(
         self,
@@ -408,10 +395,8 @@ class _BatchProgress:
     ) -> None:
         """A new input begins; ``units`` is its work (None: unknown, counted at the average)."""
         self.current = f"{index}/{n_inputs} {name}"
-        self.last_share = 0.0
-        if self.lines:
-            _err(f"{self.current}{f': {detail}' if detail else ''}")
-            self.last_line = time.monotonic()
+        if self.display.plain:
+            self.display.print(f"{self.current}{f': {detail}' if detail else ''}")
         self.remaining -= 1
         self.base = sum(self.known)
         if units is None:
@@ -582,35 +567,20 @@ class _Run:
         self.ran_batch = True
 
         # 4. the batch
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            TaskProgressColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from certsr_rt.cli.progress import ProgressDisplay
 
-        show_bar = not self.quiet and console.is_terminal
-        progress = (
-            Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TaskProgressColumn(),
-                TimeElapsedColumn(),
-                TextColumn("eta"),
-                TimeRemainingColumn(),
-                console=console,
-                transient=True,
-            )
-            if show_bar
-            else None
+        display = ProgressDisplay(
+            "starting",
+            enabled=not self.quiet,
+            console=console,
+            line=lambda s: f"  {s.description}: {s.status}",
+            line_seconds=_LINE_SECONDS,
+            line_at_end=False,  # each input ends with its "wrote ..." line
+            count=False,
+            transient=True,
         )
-        tracker = _BatchProgress(progress, len(plan), lines=not self.quiet and progress is None)
-        upscaler.progress = tracker.on_tile
+        tracker = _BatchProgress(display, len(plan))
         try:
-            if progress is not None:
-                progress.start()
             for index, (source, target) in enumerate(plan, 1):
                 try:
                     self._one(
@@ -622,8 +592,7 @@ class _Run:
                 tracker.finish()
                 self.finished += 1
         finally:
-            if progress is not None:
-                progress.stop()
+            display.close()
             upscaler.close()
 
     def _check_folders(self, plan: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
@@ -632,7 +601,8 @@ class _Run:
         Inputs whose output folder cannot be written are dropped, with one line per folder. Hidden
         temporary files of this run's outputs, older than the run, are removed, each with one line.
         """
-        from certsr_rt.io.images import check_writable, stale_partial_files
+        from certsr_rt.io.atomic import stale_partial_files
+        from certsr_rt.io.images import check_writable
 
         blocked: dict[Path, str] = {}
         for folder in dict.fromkeys(target.parent for _, target in plan):
@@ -783,7 +753,7 @@ class _Run:
             upscaler.work_units(height, width),
             detail=upscaler.describe_work(height, width),
         )
-        result = upscaler.upscale(image)
+        result = upscaler.upscale(image, progress=tracker.on_tile)
         provenance = upscaler.provenance()
         write_image(target, result.image, provenance=provenance)
         self.info(f"wrote {target} ({describe_image(result.image)})")
@@ -810,7 +780,7 @@ class _Run:
         with_bounds: bool,
     ) -> None:
         try:
-            from certsr_rt.cli.upscale_video import upscale_video_file
+            from certsr_rt.cli.upscale_video import run_video
         except CertSRError:
             tracker.skip()
             raise
@@ -823,7 +793,7 @@ class _Run:
             _err(f"warning: {source}: --bounds applies to images only; no bound videos are written")
         tracker.start(index, n_inputs, source.name, None, video=True)
         # The video module prints its own "wrote ..." summary (frames, fps, codec, audio) unless quiet.
-        upscale_video_file(
+        run_video(
             source,
             target,
             upscaler,

@@ -673,11 +673,7 @@ class RadiusMapConfig:
     alpha: float = 0.05
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.tol, bool)
-            or not isinstance(self.tol, numbers.Real)
-            or not 0.0 < self.tol < 1.0
-        ):
+        if isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real) or not 0.0 < self.tol < 1.0:
             raise InputError(f"the radius-map tolerance must be in (0, 1) image units, got {self.tol!r}")
         _check_alpha(self.alpha)
 
