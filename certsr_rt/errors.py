@@ -15,7 +15,6 @@ __all__ = [
     "ModelLoadError",
     "Terminated",
     "VacuousBoundWarning",
-    "first_line",
 ]
 
 
