@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from certsr_rt.errors import InputError
-from certsr_rt.io.atomic import AtomicFile
+from certsr_rt.io.atomic import AtomicFile, write_atomic
 
 __all__ = [
     "STATE_FORMAT",
@@ -385,4 +385,4 @@ def trim_log(log_file: str | Path, iteration: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError, TypeError):
             continue
-    log_file.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+    write_atomic(log_file, "".join(k + "\n" for k in kept).encode("utf-8"))

@@ -38,6 +38,7 @@ from torch import nn
 
 from certsr_rt._device import resolve_device
 from certsr_rt.errors import InputError
+from certsr_rt.io.atomic import write_atomic
 from certsr_rt.train import steps
 from certsr_rt.train.checkpoint import (
     generator_payload,
@@ -482,7 +483,9 @@ class Trainer:
             return TrainResult(start, self.last_generator_file, self.last_state_file, "done", 0.0, 0)
         if self.dist.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+            write_atomic(
+                self.output_dir / "config.json", (json.dumps(cfg.to_dict(), indent=2) + "\n").encode()
+            )
             trim_log(self.loss_log.path, self.iteration)
         self.log(
             f"training {self.model_name}: {cfg.mode}, {self.architecture} from {cfg.model}, "
