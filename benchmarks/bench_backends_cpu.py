@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-MODELS = ["realesrgan-x4plus", "realesr-animevideov3-x4"]
+MODELS = ["certsr-compact-x4", "realesrgan-x4plus", "realesr-animevideov3-x4"]
 ASSET = (
     Path(__file__).resolve().parents[1]
     / ".."

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-MODELS = ["realesrgan-x4plus", "realesr-animevideov3-x4"]
+MODELS = ["certsr-compact-x4", "realesrgan-x4plus", "realesr-animevideov3-x4"]
 
 
 def one(model_name: str, n: int, size: int, threads: int, tile: int) -> dict:
