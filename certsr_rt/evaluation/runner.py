@@ -28,6 +28,7 @@ Protocol (what the numbers mean, also written into every report):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
@@ -486,10 +487,17 @@ def evaluate(
             transferred: dict[AttackConfig, torch.Tensor] = {}
             for condition in conditions:
                 for entry in group:
-                    if condition in ATTACK_CONDITIONS:
-                        transfer = _transfer(
-                            attacks[condition], model, lr, hr, attack_loss, transferred, (seed, index, source)
-                        )
+                    # Crafted on the plain generator once per image (cached in ``transferred``), when used.
+                    transfer = functools.partial(
+                        _transfer,
+                        attacks.get(condition),
+                        model,
+                        lr,
+                        hr,
+                        attack_loss,
+                        transferred,
+                        (seed, index, source),
+                    )
                     if condition in SMOOTHED_METHODS and entry.smoothed:
                         target = SmoothingTarget(entry.sigma, entry.samples, seed, noise_key=index)  # type: ignore[arg-type]
                         try:
@@ -508,9 +516,9 @@ def evaluate(
                             raise _attack_memory_error(exc, condition, entry.label, attack_chunk) from None
                         # The seed-knowing attacker computes the deployed output exactly, so it also tries the
                         # transferred pgd input and keeps whichever hurts more (_worst).
-                        candidates = [adaptive, transfer] if condition == "pgd-median" else [adaptive]
+                        candidates = [adaptive, transfer()] if condition == "pgd-median" else [adaptive]
                     elif condition in ATTACK_CONDITIONS:
-                        candidates = [transfer]
+                        candidates = [transfer()]
                     else:
                         if condition not in shared:
                             shared[condition] = _corrupt(condition, lr, corruptions, seed, index)
