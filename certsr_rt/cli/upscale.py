@@ -746,13 +746,8 @@ class _Run:
             raise
         height, width = image.shape[:2]
         check_image_size(height, width, upscaler.scale, name=source)
-        tracker.start(
-            index,
-            n_inputs,
-            source.name,
-            upscaler.work_units(height, width),
-            detail=upscaler.describe_work(height, width),
-        )
+        units, detail = upscaler.describe_work(height, width)
+        tracker.start(index, n_inputs, source.name, units, detail=detail)
         result = upscaler.upscale(image, progress=tracker.on_tile)
         provenance = upscaler.provenance()
         write_image(target, result.image, provenance=provenance)

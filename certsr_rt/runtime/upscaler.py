@@ -346,14 +346,17 @@ class Upscaler:
         """How many ``progress`` steps (backend calls) ``count`` images of ``height x width`` take at once."""
         return self._plan(height, width, self.model.in_channels, count, strict=False).steps
 
-    def describe_work(self, height: int, width: int) -> str:
-        """The work of one ``height x width`` image, e.g. ``4 tiles x 21 samples = 84 forward passes``."""
+    def describe_work(self, height: int, width: int) -> tuple[int, str]:
+        """``(work_units, line)`` of one ``height x width`` image, from one plan.
+
+        The line reads e.g. ``4 tiles x 21 samples = 84 forward passes in 28 steps``.
+        """
         plan = self._plan(height, width, self.model.in_channels, 1, strict=False)
         n = self.samples
         tiles = len(plan.tiles)
         what = "1 tile" if tiles == 1 else f"{tiles} tiles"
         out_mp = height * width * self.scale**2 / 1e6
-        return (
+        return plan.steps, (
             f"{width}x{height} -> {out_mp:.2f} MP: {what} x {n} sample{'s' if n > 1 else ''} = "
             f"{tiles * n} forward passes in {plan.steps} steps"
         )
